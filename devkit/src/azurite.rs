@@ -1,0 +1,150 @@
+//! Real Azurite for tests and local runs: the pinned npm package, started in memory on free
+//! loopback ports with telemetry off, and stopped when the handle is dropped.
+
+use crate::process::{free_port, spawn_owned};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use storage_auth::ConnectionString;
+use tokio::process::{Child, Command};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AzuriteError {
+    #[error("cannot install Azurite (scripts/install-azurite.sh): {0}")]
+    Install(String),
+    #[error("cannot start Azurite: {0}")]
+    Start(#[source] std::io::Error),
+    #[error("Azurite did not open its ports within {0:?}")]
+    NotReady(Duration),
+}
+
+/// A running Azurite (blob + queue), killed on drop.
+#[derive(Debug)]
+pub struct Azurite {
+    child: Option<Child>,
+    pub blob_port: u16,
+    pub queue_port: u16,
+    table_port: u16,
+    entry: PathBuf,
+}
+
+impl Azurite {
+    /// Installs (if needed) and starts Azurite on free ports.
+    pub async fn start() -> Result<Self, AzuriteError> {
+        let entry = azurite_entry()?;
+        let mut me = Self {
+            child: None,
+            blob_port: free_port().map_err(AzuriteError::Start)?,
+            queue_port: free_port().map_err(AzuriteError::Start)?,
+            table_port: free_port().map_err(AzuriteError::Start)?,
+            entry,
+        };
+        me.spawn().await?;
+        Ok(me)
+    }
+
+    async fn spawn(&mut self) -> Result<(), AzuriteError> {
+        let mut cmd = Command::new("node");
+        cmd.arg(&self.entry)
+            .args([
+                "--silent",
+                "--inMemoryPersistence",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+            ])
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &self.blob_port.to_string(),
+            ])
+            .args([
+                "--queueHost",
+                "127.0.0.1",
+                "--queuePort",
+                &self.queue_port.to_string(),
+            ])
+            .args([
+                "--tableHost",
+                "127.0.0.1",
+                "--tablePort",
+                &self.table_port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        self.child = Some(spawn_owned(cmd).map_err(AzuriteError::Start)?);
+        let limit = Duration::from_secs(30);
+        let started = Instant::now();
+        for port in [self.blob_port, self.queue_port] {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                if started.elapsed() > limit {
+                    return Err(AzuriteError::NotReady(limit));
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `AzureWebJobsStorage` connection string for this instance.
+    pub fn connection_string(&self) -> String {
+        ConnectionString::azurite(self.blob_port, self.queue_port)
+    }
+
+    pub fn connection(&self) -> ConnectionString {
+        // The string is built from known-good parts.
+        match ConnectionString::parse(&self.connection_string()) {
+            Ok(c) => c,
+            Err(e) => unreachable!("azurite connection string: {e}"),
+        }
+    }
+
+    /// Stops Azurite (its in-memory data is lost, as after a crash).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same ports.
+    pub async fn restart(&mut self) -> Result<(), AzuriteError> {
+        self.stop().await;
+        self.spawn().await
+    }
+}
+
+/// Finds Azurite's entry script: `$AZURITE_JS`, else the repo's `tools/azurite`, installing
+/// the pinned version through `scripts/install-azurite.sh` when it is missing.
+pub fn azurite_entry() -> Result<PathBuf, AzuriteError> {
+    if let Some(p) = std::env::var_os("AZURITE_JS") {
+        return Ok(PathBuf::from(p));
+    }
+    let root = repo_root();
+    let entry = root.join("tools/azurite/node_modules/azurite/dist/src/azurite.js");
+    if entry.exists() {
+        return Ok(entry);
+    }
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/install-azurite.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| AzuriteError::Install(e.to_string()))?;
+    if !out.status.success() || !entry.exists() {
+        return Err(AzuriteError::Install(format!(
+            "installer exited with {}",
+            out.status
+        )));
+    }
+    Ok(entry)
+}
+
+/// The workspace root (the parent of `devkit/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}

@@ -1,0 +1,8 @@
+//! devkit: the local Azure Functions host and the fakes that let qualtrics-bridge be proven
+//! on a laptop — real handler binary, real Azurite, fake external services.
+
+pub mod azurite;
+pub mod host;
+pub mod process;
+pub mod queue_client;
+pub mod staging;

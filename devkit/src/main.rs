@@ -1,0 +1,150 @@
+//! `devkit`: run qualtrics-bridge locally behind the local Functions host on Azurite.
+//!
+//! ```text
+//! devkit up   --binary target/release/qualtrics-bridge [--port 7071] [--settings local.settings.json]
+//! devkit host --app-root DIR [--port 7071] [--settings local.settings.json]
+//! ```
+
+use anyhow::{bail, Context};
+use devkit::azurite::{repo_root, Azurite};
+use devkit::host::app::Settings;
+use devkit::host::{HostOptions, LocalHost, TimerMode};
+use std::path::{Path, PathBuf};
+
+const USAGE: &str = "usage:
+  devkit up   --binary PATH [--port 7071] [--settings FILE]   stage the repo's app, start Azurite and the host
+  devkit host --app-root DIR [--port 7071] [--settings FILE]  run the host on an existing app root
+
+Settings come from FILE's \"Values\" (local.settings.json format), then the environment for the
+names it does not set. The function key is printed on start (DEVKIT_FUNCTION_KEY overrides it).";
+
+struct Args {
+    command: String,
+    binary: Option<PathBuf>,
+    app_root: Option<PathBuf>,
+    settings: Option<PathBuf>,
+    port: u16,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let command = it.next().unwrap_or_default();
+    let mut args = Args {
+        command,
+        binary: None,
+        app_root: None,
+        settings: None,
+        port: 7071,
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--binary" => args.binary = Some(value()?.into()),
+            "--app-root" => args.app_root = Some(value()?.into()),
+            "--settings" => args.settings = Some(value()?.into()),
+            "--port" => {
+                let v = value()?;
+                args.port = v
+                    .parse()
+                    .with_context(|| format!("--port {v:?} is not a port"))?;
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    Ok(args)
+}
+
+fn load_settings(file: Option<&Path>) -> anyhow::Result<Settings> {
+    let mut settings = Settings::new();
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", file.display()))?;
+        if let Some(values) = json.get("Values").and_then(|v| v.as_object()) {
+            for (k, v) in values {
+                let v = v
+                    .as_str()
+                    .with_context(|| format!("{}: Values.{k} must be a string", file.display()))?;
+                settings.insert(k.clone(), v.to_string());
+            }
+        }
+    }
+    for (k, v) in std::env::vars() {
+        settings.entry(k).or_insert(v);
+    }
+    Ok(settings)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let args = parse_args()?;
+    let mut settings = load_settings(args.settings.as_deref())?;
+    settings
+        .entry("EXPORT_SCHEDULE".into())
+        .or_insert_with(|| "0 */15 * * * *".into());
+    let mut azurite = None;
+    let app_root = match args.command.as_str() {
+        "up" => {
+            let binary = args.binary.context("devkit up needs --binary")?;
+            let dest = repo_root().join("target/devkit-app");
+            devkit::staging::stage(&repo_root(), &binary, &dest).context("cannot stage the app")?;
+            let storage = settings
+                .get("AzureWebJobsStorage")
+                .map(String::as_str)
+                .unwrap_or("");
+            if storage.is_empty() || storage.eq_ignore_ascii_case("UseDevelopmentStorage=true") {
+                let a = Azurite::start().await?;
+                eprintln!(
+                    "Azurite: blob 127.0.0.1:{} queue 127.0.0.1:{} (in memory)",
+                    a.blob_port, a.queue_port
+                );
+                settings.insert("AzureWebJobsStorage".into(), a.connection_string());
+                azurite = Some(a);
+            }
+            dest
+        }
+        "host" => args.app_root.context("devkit host needs --app-root")?,
+        "" => bail!("{USAGE}"),
+        other => bail!("unknown command {other:?}\n{USAGE}"),
+    };
+    let function_key = std::env::var("DEVKIT_FUNCTION_KEY")
+        .unwrap_or_else(|_| uuid::Uuid::new_v4().simple().to_string());
+    let master_key = uuid::Uuid::new_v4().simple().to_string();
+    let host = LocalHost::start(HostOptions {
+        app_root,
+        settings,
+        port: args.port,
+        function_key,
+        master_key: master_key.clone(),
+        timers: TimerMode::Schedule,
+        echo: true,
+    })
+    .await?;
+    eprintln!(
+        "Local Functions host on {} (handler ready in {:?})",
+        host.base_url,
+        host.handler_startup().await
+    );
+    if let Some(url) = host.function_url("QualtricsWebhook") {
+        println!("WEBHOOK_URL={url}");
+    }
+    println!("ADMIN_KEY={master_key}");
+    eprintln!("Run the export timer now: curl -X POST -H 'x-functions-key: {master_key}' -H 'content-type: application/json' -d '{{}}' {}/admin/functions/ExportPoller", host.base_url);
+    eprintln!("Ctrl-C stops everything.");
+    tokio::signal::ctrl_c().await.ok();
+    host.shutdown(std::time::Duration::from_secs(5)).await;
+    drop(azurite);
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! Child processes that never outlive the test or host that started them.
+
+use std::net::TcpListener;
+use std::process::Stdio;
+use tokio::process::{Child, Command};
+
+/// A free loopback TCP port (released before return; good enough for tests on one machine).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+/// Spawns `cmd` so that it is killed when this process dies (`PR_SET_PDEATHSIG`) or when the
+/// returned handle is dropped.
+pub fn spawn_owned(mut cmd: Command) -> std::io::Result<Child> {
+    cmd.kill_on_drop(true).stdin(Stdio::null());
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}

@@ -1,0 +1,312 @@
+//! Typed configuration: the app settings the handler reads, parsed once at start-up.
+//!
+//! Every environment variable the handler reads is listed in [`KNOWN_SETTINGS`]; the infra
+//! contract test checks that each one is either set by the Bicep, provided by the platform,
+//! or has a default documented here and in the README.
+
+/// Where a setting's value comes from when the app runs in Azure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingSource {
+    /// Set by the Functions host or the platform itself (not by the Bicep).
+    Platform,
+    /// Set by the deployment (`infra/`) as an app setting.
+    Deployment,
+    /// Optional; the handler uses this default when it is absent.
+    Default(&'static str),
+    /// Optional; absent means the feature is off.
+    Optional,
+}
+
+/// One app setting the handler reads.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingSpec {
+    pub name: &'static str,
+    pub source: SettingSource,
+    pub meaning: &'static str,
+}
+
+/// Every app setting (environment variable) the handler reads.
+pub const KNOWN_SETTINGS: &[SettingSpec] = &[
+    SettingSpec {
+        name: "FUNCTIONS_CUSTOMHANDLER_PORT",
+        source: SettingSource::Platform,
+        meaning: "loopback port the Functions host expects the handler on",
+    },
+    SettingSpec {
+        name: "AzureWebJobsStorage",
+        source: SettingSource::Optional,
+        meaning:
+            "storage connection string (local/Azurite); in Azure the identity-based form is used",
+    },
+    SettingSpec {
+        name: "AzureWebJobsStorage__accountName",
+        source: SettingSource::Deployment,
+        meaning: "storage account for identity-based access",
+    },
+    SettingSpec {
+        name: "AzureWebJobsStorage__blobServiceUri",
+        source: SettingSource::Optional,
+        meaning: "explicit blob endpoint for identity-based access",
+    },
+    SettingSpec {
+        name: "AzureWebJobsStorage__queueServiceUri",
+        source: SettingSource::Optional,
+        meaning: "explicit queue endpoint for identity-based access",
+    },
+    SettingSpec {
+        name: "AzureWebJobsStorage__clientId",
+        source: SettingSource::Optional,
+        meaning: "client id of a user-assigned identity for storage",
+    },
+    SettingSpec {
+        name: "AzureWebJobsStorage__credential",
+        source: SettingSource::Deployment,
+        meaning: "`managedidentity` for identity-based storage",
+    },
+    SettingSpec {
+        name: "QUALTRICS_BASE_URL",
+        source: SettingSource::Deployment,
+        meaning: "https://{datacenter}.qualtrics.com",
+    },
+    SettingSpec {
+        name: "KEY_VAULT_URL",
+        source: SettingSource::Deployment,
+        meaning: "Key Vault for secrets; unset means secrets come from environment variables",
+    },
+    SettingSpec {
+        name: "EXPORT_SCHEDULE",
+        source: SettingSource::Deployment,
+        meaning: "NCRONTAB for ExportPoller (read by the host)",
+    },
+    SettingSpec {
+        name: "BRIDGE_CONFIG",
+        source: SettingSource::Default("bridge.toml"),
+        meaning: "path of the survey/routing config, relative to the app root",
+    },
+    SettingSpec {
+        name: "EXPORT_CONTAINER",
+        source: SettingSource::Default("qualtrics-exports"),
+        meaning: "blob container for exported responses",
+    },
+    SettingSpec {
+        name: "STATE_CONTAINER",
+        source: SettingSource::Default("bridge-state"),
+        meaning: "blob container for export state and the ticket ledger",
+    },
+    SettingSpec {
+        name: "SERVICENOW_INSTANCE_URL",
+        source: SettingSource::Optional,
+        meaning: "ServiceNow instance, e.g. https://acme.service-now.com",
+    },
+    SettingSpec {
+        name: "SERVICENOW_USERNAME",
+        source: SettingSource::Optional,
+        meaning: "ServiceNow Basic-auth user (password in Key Vault)",
+    },
+    SettingSpec {
+        name: "SERVICENOW_CLIENT_ID",
+        source: SettingSource::Optional,
+        meaning: "ServiceNow OAuth client id (secret in Key Vault)",
+    },
+    SettingSpec {
+        name: "ZENDESK_BASE_URL",
+        source: SettingSource::Optional,
+        meaning: "Zendesk instance, e.g. https://acme.zendesk.com",
+    },
+    SettingSpec {
+        name: "ZENDESK_EMAIL",
+        source: SettingSource::Optional,
+        meaning: "Zendesk API user (token in Key Vault)",
+    },
+    SettingSpec {
+        name: "IDENTITY_ENDPOINT",
+        source: SettingSource::Platform,
+        meaning: "managed identity token endpoint (App Service contract)",
+    },
+    SettingSpec {
+        name: "IDENTITY_HEADER",
+        source: SettingSource::Platform,
+        meaning: "managed identity request header value",
+    },
+    SettingSpec {
+        name: "AZURE_CLIENT_ID",
+        source: SettingSource::Optional,
+        meaning:
+            "client id of a user-assigned identity for Key Vault; absent means system-assigned",
+    },
+    SettingSpec {
+        name: "SSL_CERT_FILE",
+        source: SettingSource::Optional,
+        meaning: "extra PEM roots to trust (local test CA only)",
+    },
+    SettingSpec {
+        name: "BRIDGE_LOG",
+        source: SettingSource::Default("info"),
+        meaning: "log filter (tracing EnvFilter syntax)",
+    },
+];
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// A setting is missing or has a value the handler cannot use. Names the setting, never
+/// echoes a value that could be secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("setting {0} is not set")]
+    Missing(&'static str),
+    #[error("setting {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Bridge { path: String, message: String },
+}
+
+/// Reads one setting; empty values count as absent, as in the Azure portal.
+pub fn setting(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Settings the handler needs before it can listen.
+#[derive(Debug, Clone)]
+pub struct HandlerSettings {
+    pub port: u16,
+    /// The app root (the directory holding host.json); relative paths resolve against it.
+    pub app_root: PathBuf,
+    pub bridge_config: PathBuf,
+}
+
+impl HandlerSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        const PORT: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
+        let raw = setting(PORT).ok_or(ConfigError::Missing(PORT))?;
+        let port = raw
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| ConfigError::Invalid {
+                name: PORT,
+                reason: format!("{raw:?} is not a TCP port (1-65535)"),
+            })?;
+        let app_root = setting("FUNCTIONS_APP_ROOT_PATH")
+            .map(PathBuf::from)
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let bridge_config =
+            app_root.join(setting("BRIDGE_CONFIG").unwrap_or_else(|| "bridge.toml".into()));
+        Ok(Self {
+            port,
+            app_root,
+            bridge_config,
+        })
+    }
+}
+
+/// Ticket systems a survey can route to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TicketSystem {
+    Servicenow,
+    Zendesk,
+}
+
+/// `[surveys.tickets]`: the survey may raise tickets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketRoute {
+    pub system: TicketSystem,
+    /// The rule that decides; absent means every completed response.
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+/// One `[[surveys]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurveyConfig {
+    pub id: String,
+    #[serde(default)]
+    pub export: bool,
+    #[serde(default)]
+    pub tickets: Option<TicketRoute>,
+    /// Accept unsigned flat-form webhooks for this survey (logged as unauthenticated).
+    #[serde(default)]
+    pub allow_unsigned: bool,
+}
+
+/// `bridge.toml`: which surveys are exported and which raise tickets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    #[serde(default)]
+    pub surveys: Vec<SurveyConfig>,
+}
+
+impl BridgeConfig {
+    /// Loads and validates the file; errors name the file, line and field.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Bridge {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses `bridge.toml` text; the error carries line and field.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let cfg: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (i, s) in cfg.surveys.iter().enumerate() {
+            if !s.id.starts_with("SV_")
+                || s.id.len() < 4
+                || !s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(format!(
+                    "surveys[{i}].id: {:?} is not a Qualtrics survey id (SV_…)",
+                    s.id
+                ));
+            }
+            if cfg.surveys[..i].iter().any(|o| o.id == s.id) {
+                return Err(format!("surveys[{i}].id: {} is listed twice", s.id));
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn survey(&self, id: &str) -> Option<&SurveyConfig> {
+        self.surveys.iter().find(|s| s.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_config_parses() {
+        let cfg = BridgeConfig::parse(include_str!("../bridge.toml")).unwrap();
+        assert!(cfg.surveys[0].tickets.is_some());
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let err =
+            BridgeConfig::parse("[[surveys]]\nid = \"SV_1\"\nexport = \"yes\"\n").unwrap_err();
+        assert!(err.contains("line 3") && err.contains("export"), "{err}");
+        let err = BridgeConfig::parse(
+            "[[surveys]]\nid = \"SV_1\"\n[surveys.tickets]\nsystem = \"jira\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("line 4") && err.contains("jira"), "{err}");
+        let err = BridgeConfig::parse("[[surveys]]\nid = \"R_1\"\n").unwrap_err();
+        assert!(err.contains("surveys[0].id"), "{err}");
+    }
+}

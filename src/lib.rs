@@ -1,0 +1,15 @@
+//! qualtrics-bridge: an Azure Functions custom handler that turns Qualtrics feedback into
+//! exports in Blob Storage and tickets in ServiceNow or Zendesk.
+//!
+//! `startup` builds the app from typed configuration; `host` owns the custom-handler wire
+//! protocol; each function's capability lives in its own module.
+
+pub mod config;
+pub mod export;
+pub mod host;
+pub mod messages;
+pub mod secrets;
+pub mod startup;
+pub mod telemetry;
+pub mod tickets;
+pub mod webhook;

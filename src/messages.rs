@@ -1,0 +1,117 @@
+//! Messages the functions exchange through queues: the ticket request of DESIGN's contract.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a ticket request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestSource {
+    Webhook,
+    Export,
+    Replay,
+}
+
+/// A message on `ticket-requests`. Field names avoid the host's metadata keys (`Id`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketRequest {
+    pub v: u32,
+    #[serde(rename = "surveyId")]
+    pub survey_id: String,
+    #[serde(rename = "responseId")]
+    pub response_id: String,
+    pub source: RequestSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(rename = "receivedAt")]
+    pub received_at: String,
+}
+
+/// Why a message can never become a ticket.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidRequest {
+    #[error("not a ticket request: {0}")]
+    Shape(String),
+    #[error("unsupported message version {0} (expected 1)")]
+    Version(u32),
+    #[error("{field} {value:?} is not a Qualtrics {kind} id")]
+    Id {
+        field: &'static str,
+        value: String,
+        kind: &'static str,
+    },
+}
+
+impl TicketRequest {
+    pub const VERSION: u32 = 1;
+
+    /// Parses and validates a message text.
+    pub fn parse(text: &str) -> Result<Self, InvalidRequest> {
+        let r: Self =
+            serde_json::from_str(text).map_err(|e| InvalidRequest::Shape(e.to_string()))?;
+        if r.v != Self::VERSION {
+            return Err(InvalidRequest::Version(r.v));
+        }
+        check_id("surveyId", &r.survey_id, "SV_", "survey")?;
+        check_id("responseId", &r.response_id, "R_", "response")?;
+        Ok(r)
+    }
+
+    /// The exact JSON text put on the queue.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Qualtrics ids are a prefix and an alphanumeric tail (e.g. `SV_22VlHYNeldrrrkp`).
+pub fn is_qualtrics_id(value: &str, prefix: &str) -> bool {
+    value.len() > prefix.len()
+        && value.len() <= 64
+        && value.starts_with(prefix)
+        && value[prefix.len()..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric())
+}
+
+fn check_id(
+    field: &'static str,
+    value: &str,
+    prefix: &str,
+    kind: &'static str,
+) -> Result<(), InvalidRequest> {
+    if is_qualtrics_id(value, prefix) {
+        Ok(())
+    } else {
+        Err(InvalidRequest::Id {
+            field,
+            value: value.chars().take(80).collect(),
+            kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_the_contract_shape() {
+        let text = r#"{"v":1,"surveyId":"SV_1","responseId":"R_2","source":"webhook","topic":"b.surveyengine.completedResponse.SV_1","receivedAt":"2026-12-01T00:00:00Z"}"#;
+        let r = TicketRequest::parse(text).unwrap();
+        assert_eq!(r.to_text(), text);
+    }
+
+    #[test]
+    fn refuses_what_can_never_succeed() {
+        for bad in [
+            "",
+            "[]",
+            r#"{"v":2,"surveyId":"SV_1","responseId":"R_2","source":"webhook","receivedAt":"x"}"#,
+            r#"{"v":1,"surveyId":"1","responseId":"R_2","source":"webhook","receivedAt":"x"}"#,
+            r#"{"v":1,"surveyId":"SV_1","responseId":"R_2","source":"mail","receivedAt":"x"}"#,
+            r#"{"v":1,"surveyId":"SV_1","responseId":"R_2","source":"webhook"}"#,
+        ] {
+            assert!(TicketRequest::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

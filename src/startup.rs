@@ -1,0 +1,175 @@
+//! Builds the app from typed configuration and serves the custom-handler endpoints:
+//! `GET /` for readiness and `POST /{FunctionName}` per invocation.
+
+use crate::config::{setting, BridgeConfig, HandlerSettings};
+use crate::host::{Envelope, Invocation, InvocationError, INVOCATION_ID_HEADER};
+use crate::secrets::SecretsProvider;
+use crate::{export, telemetry, tickets, webhook};
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+
+/// Largest invocation envelope accepted; webhook bodies are limited far below this.
+const MAX_ENVELOPE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Everything the functions share, built once at start-up.
+#[derive(Debug)]
+pub struct App {
+    pub bridge: BridgeConfig,
+    pub secrets: SecretsProvider,
+}
+
+impl App {
+    pub fn load(settings: &HandlerSettings) -> anyhow::Result<Self> {
+        let bridge = if settings.bridge_config.exists() || setting("BRIDGE_CONFIG").is_some() {
+            BridgeConfig::load(&settings.bridge_config)?
+        } else {
+            tracing::warn!(
+                path = %settings.bridge_config.display(),
+                "no bridge config: no survey is exported and no ticket is raised"
+            );
+            BridgeConfig::default()
+        };
+        Ok(Self {
+            bridge,
+            secrets: SecretsProvider::from_env(),
+        })
+    }
+}
+
+/// Reads the settings, binds `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT` and serves until SIGTERM.
+pub async fn run_from_env() -> anyhow::Result<()> {
+    let settings = HandlerSettings::from_env()?;
+    telemetry::init();
+    // Bind first so the host's readiness poll succeeds as early as possible.
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, settings.port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", settings.port))?;
+    let app = Arc::new(App::load(&settings)?);
+    tracing::info!(
+        port = settings.port,
+        surveys = app.bridge.surveys.len(),
+        "handler ready"
+    );
+    serve(listener, app).await
+}
+
+/// Serves the handler on `listener` until SIGTERM or Ctrl-C.
+pub async fn serve(listener: TcpListener, app: Arc<App>) -> anyhow::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    tracing::info!("handler stopped");
+    Ok(())
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(ready))
+        .route("/{function}", post(invoke))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_ENVELOPE_BYTES))
+        .with_state(app)
+}
+
+async fn ready() -> Response {
+    json_response(StatusCode::OK, br#"{"status":"ready"}"#.to_vec())
+}
+
+async fn not_found() -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        br#"{"error":"no such function"}"#.to_vec(),
+    )
+}
+
+async fn invoke(
+    State(app): State<Arc<App>>,
+    Path(function): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let Some(function) = [webhook::FUNCTION, export::FUNCTION, tickets::FUNCTION]
+        .into_iter()
+        .find(|f| *f == function)
+    else {
+        return not_found().await;
+    };
+    let Some(id) = headers
+        .get(INVOCATION_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        tracing::warn!(function, "request without an invocation id refused");
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "not an invocation from the Functions host",
+        );
+    };
+    let inv = Invocation { id, function };
+    let result = match Envelope::parse(&body) {
+        Err(e) => Err(InvocationError::from(e)),
+        Ok(envelope) => match function {
+            webhook::FUNCTION => webhook::invoke(&app, &inv, envelope).await,
+            export::FUNCTION => export::invoke(&app, &inv, envelope).await,
+            _ => tickets::invoke(&app, &inv, envelope).await,
+        },
+    };
+    let duration_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(reply) => {
+            tracing::info!(invocation_id = %inv.id, function, duration_ms, outcome = "succeeded", "invocation");
+            json_response(StatusCode::OK, reply.to_json())
+        }
+        Err(e) => {
+            let (status, kind) = match e {
+                InvocationError::Envelope(_) => (StatusCode::BAD_REQUEST, "malformed envelope"),
+                InvocationError::Retry(_) => (StatusCode::SERVICE_UNAVAILABLE, "retry"),
+            };
+            tracing::error!(invocation_id = %inv.id, function, duration_ms, outcome = "failed", kind, reason = %e, "invocation");
+            failure(status, &e.to_string())
+        }
+    }
+}
+
+/// A non-2xx reply: the host marks the invocation failed (and ignores the body).
+fn failure(status: StatusCode, reason: &str) -> Response {
+    json_response(
+        status,
+        serde_json::json!({ "error": reason })
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
