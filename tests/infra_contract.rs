@@ -31,7 +31,8 @@ fn files_with_ext(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries = fs::read_dir(&d).unwrap_or_else(|e| panic!("cannot list {}: {e}", d.display()));
+        let entries =
+            fs::read_dir(&d).unwrap_or_else(|e| panic!("cannot list {}: {e}", d.display()));
         for entry in entries {
             let path = entry.expect("directory entry").path();
             if path.is_dir() {
@@ -53,7 +54,13 @@ fn bicep_files() -> Vec<(PathBuf, String)> {
         files.iter().any(|p| p.ends_with("infra/main.bicep")),
         "infra/main.bicep is missing (found: {files:?})"
     );
-    files.into_iter().map(|p| { let t = read(&p); (p, t) }).collect()
+    files
+        .into_iter()
+        .map(|p| {
+            let t = read(&p);
+            (p, t)
+        })
+        .collect()
 }
 
 /// Strips a `// comment` tail (outside single-quoted strings) and surrounding blanks.
@@ -63,7 +70,9 @@ fn code_part(line: &str) -> &str {
     for i in 0..bytes.len() {
         match bytes[i] {
             b'\'' => in_str = !in_str,
-            b'/' if !in_str && i + 1 < bytes.len() && bytes[i + 1] == b'/' => return line[..i].trim(),
+            b'/' if !in_str && i + 1 < bytes.len() && bytes[i + 1] == b'/' => {
+                return line[..i].trim()
+            }
             _ => {}
         }
     }
@@ -72,7 +81,11 @@ fn code_part(line: &str) -> &str {
 
 /// The single-quoted literal after `key:` on a line like `name: 'X'`, if the line is exactly that.
 fn quoted_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let rest = code_part(line).strip_prefix(key)?.trim_start().strip_prefix(':')?.trim();
+    let rest = code_part(line)
+        .strip_prefix(key)?
+        .trim_start()
+        .strip_prefix(':')?
+        .trim();
     let inner = rest.strip_prefix('\'')?.strip_suffix('\'')?;
     (!inner.contains('\'') && !inner.contains("${")).then_some(inner)
 }
@@ -85,7 +98,10 @@ fn bicep_app_settings(files: &[(PathBuf, String)]) -> BTreeSet<String> {
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
             if let Some(name) = quoted_value(line, "name") {
-                let next = lines[i + 1..].iter().map(|l| code_part(l)).find(|l| !l.is_empty());
+                let next = lines[i + 1..]
+                    .iter()
+                    .map(|l| code_part(l))
+                    .find(|l| !l.is_empty());
                 if next.is_some_and(|l| l.starts_with("value:")) {
                     names.insert(name.to_string());
                 }
@@ -117,10 +133,17 @@ fn bicep_literals(files: &[(PathBuf, String)]) -> BTreeSet<String> {
 fn function_jsons() -> Vec<(String, serde_json::Value)> {
     let dir = root().join("functions");
     let mut out = Vec::new();
-    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display())) {
+    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+    {
         let path = entry.expect("entry").path().join("function.json");
         if path.is_file() {
-            let name = path.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+            let name = path
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let json: serde_json::Value = serde_json::from_str(&read(&path))
                 .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()));
             out.push((name, json));
@@ -136,7 +159,9 @@ fn function_jsons() -> Vec<(String, serde_json::Value)> {
 }
 
 fn bindings(json: &serde_json::Value) -> &Vec<serde_json::Value> {
-    json["bindings"].as_array().expect("function.json has a `bindings` array")
+    json["bindings"]
+        .as_array()
+        .expect("function.json has a `bindings` array")
 }
 
 #[test]
@@ -178,8 +203,15 @@ fn bicep_sets_no_unknown_or_platform_settings() {
         "the Bicep sets a plain AzureWebJobsStorage: in Azure storage is identity-based \
          (AzureWebJobsStorage__accountName/__credential); a connection string (even empty) breaks Flex"
     );
-    for forbidden in ["APPINSIGHTS_INSTRUMENTATIONKEY", "FUNCTIONS_WORKER_RUNTIME", "WEBSITE_RUN_FROM_PACKAGE"] {
-        assert!(!set.contains(forbidden), "the Bicep sets {forbidden}, which must not be used on Flex Consumption");
+    for forbidden in [
+        "APPINSIGHTS_INSTRUMENTATIONKEY",
+        "FUNCTIONS_WORKER_RUNTIME",
+        "WEBSITE_RUN_FROM_PACKAGE",
+    ] {
+        assert!(
+            !set.contains(forbidden),
+            "the Bicep sets {forbidden}, which must not be used on Flex Consumption"
+        );
     }
 }
 
@@ -187,12 +219,21 @@ fn bicep_sets_no_unknown_or_platform_settings() {
 fn every_setting_and_default_is_documented() {
     let path = root().join("docs/settings.md");
     let doc = read(&path);
-    let rows: Vec<&str> = doc.lines().filter(|l| l.trim_start().starts_with('|')).collect();
+    let rows: Vec<&str> = doc
+        .lines()
+        .filter(|l| l.trim_start().starts_with('|'))
+        .collect();
     for spec in KNOWN_SETTINGS {
         let cell = format!("`{}`", spec.name);
-        let row = rows.iter().find(|r| r.split('|').nth(1).is_some_and(|c| c.trim() == cell));
+        let row = rows
+            .iter()
+            .find(|r| r.split('|').nth(1).is_some_and(|c| c.trim() == cell));
         let row = row.unwrap_or_else(|| {
-            panic!("{} has no table row in {} (first column must be {cell})", spec.name, path.display())
+            panic!(
+                "{} has no table row in {} (first column must be {cell})",
+                spec.name,
+                path.display()
+            )
         });
         if let SettingSource::Default(default) = spec.source {
             let want = format!("`{default}`");
@@ -238,33 +279,61 @@ fn queues_and_containers_agree_with_function_json_and_design() {
             }
             let kind = b["type"].as_str().unwrap_or_default();
             if kind == "queueTrigger" {
-                assert_eq!(b["queueName"].as_str(), Some(TICKET_QUEUE), "functions/{func}: the queue trigger must read {TICKET_QUEUE}");
+                assert_eq!(
+                    b["queueName"].as_str(),
+                    Some(TICKET_QUEUE),
+                    "functions/{func}: the queue trigger must read {TICKET_QUEUE}"
+                );
             }
             if kind == "queue" && b["name"] == "deadletter" {
-                assert_eq!(b["queueName"].as_str(), Some(POISON_QUEUE), "functions/{func}: deadletter must write {POISON_QUEUE}");
+                assert_eq!(
+                    b["queueName"].as_str(),
+                    Some(POISON_QUEUE),
+                    "functions/{func}: deadletter must write {POISON_QUEUE}"
+                );
             }
         }
     }
-    let want: BTreeSet<String> = [TICKET_QUEUE, POISON_QUEUE].iter().map(|s| s.to_string()).collect();
-    assert_eq!(queues, want, "queues named in functions/*/function.json differ from DESIGN.md's");
+    let want: BTreeSet<String> = [TICKET_QUEUE, POISON_QUEUE]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        queues, want,
+        "queues named in functions/*/function.json differ from DESIGN.md's"
+    );
 
     for q in &queues {
-        assert!(lits.contains(q), "queue {q} (from function.json) is not declared in the Bicep as '{q}'");
+        assert!(
+            lits.contains(q),
+            "queue {q} (from function.json) is not declared in the Bicep as '{q}'"
+        );
     }
     for c in [EXPORT_CONTAINER, STATE_CONTAINER] {
-        assert!(lits.contains(c), "blob container {c} (DESIGN.md) is not declared in the Bicep as '{c}'");
+        assert!(
+            lits.contains(c),
+            "blob container {c} (DESIGN.md) is not declared in the Bicep as '{c}'"
+        );
     }
     // The handler's container defaults must match what the Bicep creates.
-    for (setting, container) in [("EXPORT_CONTAINER", EXPORT_CONTAINER), ("STATE_CONTAINER", STATE_CONTAINER)] {
+    for (setting, container) in [
+        ("EXPORT_CONTAINER", EXPORT_CONTAINER),
+        ("STATE_CONTAINER", STATE_CONTAINER),
+    ] {
         let spec = KNOWN_SETTINGS.iter().find(|s| s.name == setting);
         match spec.map(|s| s.source) {
             Some(SettingSource::Default(d)) => {
                 assert_eq!(d, container, "KNOWN_SETTINGS default of {setting} differs from the container the Bicep creates")
             }
             Some(SettingSource::Deployment) => {
-                assert!(set.contains(setting), "{setting} is a Deployment setting but the Bicep does not set it")
+                assert!(
+                    set.contains(setting),
+                    "{setting} is a Deployment setting but the Bicep does not set it"
+                )
             }
-            other => panic!("{setting} should have a default of {container} in KNOWN_SETTINGS, found {other:?}"),
+            other => panic!(
+                "{setting} should have a default of {container} in KNOWN_SETTINGS, found {other:?}"
+            ),
         }
     }
 }
@@ -273,7 +342,12 @@ fn queues_and_containers_agree_with_function_json_and_design() {
 fn no_storage_keys_anywhere_in_the_bicep() {
     for (path, text) in bicep_files() {
         let lower = text.to_ascii_lowercase();
-        for needle in ["accountkey=", "listkeys(", "sharedaccesssignature=", "instrumentationkey="] {
+        for needle in [
+            "accountkey=",
+            "listkeys(",
+            "sharedaccesssignature=",
+            "instrumentationkey=",
+        ] {
             assert!(
                 !lower.contains(needle),
                 "{} contains `{needle}`: no key or key-bearing connection string may appear in infra/",
@@ -282,7 +356,10 @@ fn no_storage_keys_anywhere_in_the_bicep() {
         }
     }
     let all: String = bicep_files().into_iter().map(|(_, t)| t).collect();
-    assert!(all.contains("allowSharedKeyAccess: false"), "the storage account must set allowSharedKeyAccess: false");
+    assert!(
+        all.contains("allowSharedKeyAccess: false"),
+        "the storage account must set allowSharedKeyAccess: false"
+    );
     assert!(
         all.contains("name: 'custom'") && all.contains("version: '1.0'"),
         "functionAppConfig.runtime must be name 'custom', version '1.0' (flex-bicep.md §2.2)"

@@ -2,6 +2,7 @@
 //! on a laptop — real handler binary, real Azurite, fake external services.
 
 pub mod azurite;
+pub mod bench;
 pub mod host;
 pub mod process;
 pub mod queue_client;

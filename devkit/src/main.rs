@@ -3,6 +3,7 @@
 //! ```text
 //! devkit up   --binary target/release/qualtrics-bridge [--port 7071] [--settings local.settings.json]
 //! devkit host --app-root DIR [--port 7071] [--settings local.settings.json]
+//! devkit bench-startup --binary PATH [--runs 20]
 //! ```
 
 use anyhow::{bail, Context};
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 const USAGE: &str = "usage:
   devkit up   --binary PATH [--port 7071] [--settings FILE]   stage the repo's app, start Azurite and the host
   devkit host --app-root DIR [--port 7071] [--settings FILE]  run the host on an existing app root
+  devkit bench-startup --binary PATH [--runs 20]              spawn-to-ready time, idle RSS, size
 
 Settings come from FILE's \"Values\" (local.settings.json format), then the environment for the
 names it does not set. The function key is printed on start (DEVKIT_FUNCTION_KEY overrides it).";
@@ -24,6 +26,7 @@ struct Args {
     app_root: Option<PathBuf>,
     settings: Option<PathBuf>,
     port: u16,
+    runs: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -35,6 +38,7 @@ fn parse_args() -> anyhow::Result<Args> {
         app_root: None,
         settings: None,
         port: 7071,
+        runs: 20,
     };
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -50,6 +54,12 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.port = v
                     .parse()
                     .with_context(|| format!("--port {v:?} is not a port"))?;
+            }
+            "--runs" => {
+                let v = value()?;
+                args.runs = v
+                    .parse()
+                    .with_context(|| format!("--runs {v:?} is not a count"))?;
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -90,6 +100,9 @@ async fn main() -> anyhow::Result<()> {
         .with_target(false)
         .init();
     let args = parse_args()?;
+    if args.command == "bench-startup" {
+        return bench_startup(&args);
+    }
     let mut settings = load_settings(args.settings.as_deref())?;
     settings
         .entry("EXPORT_SCHEDULE".into())
@@ -146,5 +159,29 @@ async fn main() -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await.ok();
     host.shutdown(std::time::Duration::from_secs(5)).await;
     drop(azurite);
+    Ok(())
+}
+
+fn bench_startup(args: &Args) -> anyhow::Result<()> {
+    let binary = args
+        .binary
+        .clone()
+        .context("bench-startup needs --binary")?;
+    let dest = repo_root().join("target/devkit-bench-app");
+    devkit::staging::stage(&repo_root(), &binary, &dest).context("cannot stage the app")?;
+    let f = devkit::bench::startup(&dest.join("qualtrics-bridge"), &dest, args.runs.max(1))?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "startup: {} runs, median {:.1} ms, max {:.1} ms (spawn to first GET / answer)",
+        f.runs.len(),
+        ms(f.median()),
+        ms(f.max())
+    );
+    println!("idle RSS: {:.1} MiB", f.idle_rss_kib as f64 / 1024.0);
+    println!(
+        "binary: {:.2} MB ({} bytes)",
+        f.binary_bytes as f64 / 1e6,
+        f.binary_bytes
+    );
     Ok(())
 }

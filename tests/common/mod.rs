@@ -1,0 +1,157 @@
+//! The test stack: real Azurite, the real release binary staged as an app root, and devkit's
+//! local Functions host in front of it. Each test gets its own stack on free ports.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use devkit::azurite::{repo_root, Azurite};
+use devkit::host::app::Settings;
+use devkit::host::{HostOptions, LocalHost, TimerMode};
+use devkit::queue_client::{QueueClient, RawMessage};
+use std::time::{Duration, Instant};
+
+pub const FUNCTION_KEY: &str = "test-function-key";
+pub const MASTER_KEY: &str = "test-master-key";
+
+/// A running stack; dropping it stops everything.
+pub struct Stack {
+    pub host: LocalHost,
+    pub azurite: Azurite,
+    pub queues: QueueClient,
+    pub app_dir: tempfile::TempDir,
+}
+
+/// Builds a stack with overrides.
+pub struct StackBuilder {
+    settings: Settings,
+    bridge_toml: Option<String>,
+}
+
+impl Default for StackBuilder {
+    fn default() -> Self {
+        let mut settings = Settings::new();
+        // Far-future schedule: tests fire timers on demand.
+        settings.insert("EXPORT_SCHEDULE".into(), "0 0 0 1 1 *".into());
+        // Retry at once and poll quickly, so retry tests take seconds, not minutes.
+        settings.insert(
+            "AzureFunctionsJobHost__extensions__queues__visibilityTimeout".into(),
+            "00:00:00".into(),
+        );
+        settings.insert(
+            "AzureFunctionsJobHost__extensions__queues__maxPollingInterval".into(),
+            "00:00:00.2".into(),
+        );
+        settings.insert("BRIDGE_LOG".into(), "info".into());
+        Self {
+            settings,
+            bridge_toml: None,
+        }
+    }
+}
+
+impl StackBuilder {
+    pub fn setting(mut self, name: &str, value: &str) -> Self {
+        self.settings.insert(name.into(), value.into());
+        self
+    }
+
+    pub fn without_setting(mut self, name: &str) -> Self {
+        self.settings.remove(name);
+        self
+    }
+
+    /// Replaces the app's `bridge.toml`.
+    pub fn bridge_toml(mut self, text: &str) -> Self {
+        self.bridge_toml = Some(text.into());
+        self
+    }
+
+    pub async fn start(self) -> Stack {
+        let azurite = Azurite::start().await.expect("azurite starts");
+        let app_dir = tempfile::tempdir().expect("temp dir");
+        devkit::staging::stage(
+            &repo_root(),
+            env!("CARGO_BIN_EXE_qualtrics-bridge").as_ref(),
+            app_dir.path(),
+        )
+        .expect("stage app");
+        if let Some(text) = &self.bridge_toml {
+            std::fs::write(app_dir.path().join("bridge.toml"), text).expect("write bridge.toml");
+        }
+        let mut settings = self.settings;
+        settings
+            .entry("AzureWebJobsStorage".into())
+            .or_insert_with(|| azurite.connection_string());
+        let host = LocalHost::start(HostOptions {
+            app_root: app_dir.path().to_path_buf(),
+            settings,
+            port: 0,
+            function_key: FUNCTION_KEY.into(),
+            master_key: MASTER_KEY.into(),
+            timers: TimerMode::Manual,
+            echo: std::env::var_os("DEVKIT_ECHO").is_some(),
+        })
+        .await
+        .expect("local host starts");
+        let queues = QueueClient::new(&azurite.connection());
+        Stack {
+            host,
+            azurite,
+            queues,
+            app_dir,
+        }
+    }
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        StackBuilder::default().start().await
+    }
+
+    /// The webhook URL with the function key.
+    pub fn webhook_url(&self) -> String {
+        self.host
+            .function_url("QualtricsWebhook")
+            .expect("webhook function")
+    }
+
+    /// Messages on a queue (peeked), decoded from the host's base64 encoding.
+    pub async fn queue_texts(&self, queue: &str) -> Vec<String> {
+        use base64::Engine;
+        self.queues
+            .peek_messages(queue)
+            .await
+            .expect("peek")
+            .into_iter()
+            .map(|m: RawMessage| {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(&m.text)
+                    .expect("base64 message");
+                String::from_utf8(bytes).expect("utf-8 message")
+            })
+            .collect()
+    }
+
+    /// Waits until `check` holds or `limit` passes; returns whether it held.
+    pub async fn eventually<F, Fut>(&self, limit: Duration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if check().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Asserts the handler broke no protocol rule during the test.
+    pub fn assert_no_violations(&self) {
+        assert!(
+            self.host.violations().is_empty(),
+            "protocol violations: {:?}",
+            self.host.violations()
+        );
+    }
+}
