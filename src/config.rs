@@ -94,6 +94,31 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
         meaning: "blob container for export state and the ticket ledger",
     },
     SettingSpec {
+        name: "EXPORT_TIME_BUDGET_SECONDS",
+        source: SettingSource::Default("420"),
+        meaning: "ExportPoller stops starting new work when this budget (well under the 10 min function timeout) runs short; the rest resumes next run",
+    },
+    SettingSpec {
+        name: "EXPORT_POLL_INTERVAL_MS",
+        source: SettingSource::Default("2000"),
+        meaning: "first export-progress poll interval; backs off x1.5 up to 10 s",
+    },
+    SettingSpec {
+        name: "EXPORT_MAX_TICKET_MESSAGES",
+        source: SettingSource::Default("1000"),
+        meaning: "reconciliation ticket requests per ExportPoller reply; the rest wait in the state blob",
+    },
+    SettingSpec {
+        name: "EXPORT_THROTTLE_RETRIES",
+        source: SettingSource::Default("30"),
+        meaning: "Qualtrics 429 retries one ExportPoller run may spend across all its surveys",
+    },
+    SettingSpec {
+        name: "BRIDGE_TEST_CRASH_AT",
+        source: SettingSource::Optional,
+        meaning: "test-only fault hook: abort the handler at a named export point (docs/export.md); never set in Azure",
+    },
+    SettingSpec {
         name: "SERVICENOW_INSTANCE_URL",
         source: SettingSource::Optional,
         meaning: "ServiceNow instance, e.g. https://acme.service-now.com",
@@ -194,17 +219,22 @@ impl HandlerSettings {
                 name: PORT,
                 reason: format!("{raw:?} is not a TCP port (1-65535)"),
             })?;
+        Ok(Self::with_port(port))
+    }
+
+    /// Everything but the port, which only the handler mode needs (operator commands pass 0).
+    pub fn with_port(port: u16) -> Self {
         let app_root = setting("FUNCTIONS_APP_ROOT_PATH")
             .map(PathBuf::from)
             .or_else(|| std::env::current_dir().ok())
             .unwrap_or_else(|| PathBuf::from("."));
         let bridge_config =
             app_root.join(setting("BRIDGE_CONFIG").unwrap_or_else(|| "bridge.toml".into()));
-        Ok(Self {
+        Self {
             port,
             app_root,
             bridge_config,
-        })
+        }
     }
 }
 
@@ -221,9 +251,65 @@ pub enum TicketSystem {
 #[serde(deny_unknown_fields)]
 pub struct TicketRoute {
     pub system: TicketSystem,
-    /// The rule that decides; absent means every completed response.
+    /// The rule that decides (docs/tickets.md); absent means every completed response.
     #[serde(default)]
-    pub when: Option<String>,
+    pub when: Option<toml::Spanned<String>>,
+    /// Response fields (values/labels keys) that may be copied into the ticket; templates
+    /// may read only these. Empty: nothing from the response leaves Qualtrics but its ids.
+    #[serde(default)]
+    pub allowed_fields: Vec<String>,
+    /// Templates (`{{values.QID1}}`, `{{labels.QID2}}`, `{{responseId}}`, …).
+    #[serde(default)]
+    pub subject: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    pub description: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    pub priority: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    pub urgency: Option<toml::Spanned<String>>,
+    /// System-specific fields (ServiceNow columns; Zendesk `type`, `tags`, …), as templates.
+    #[serde(default)]
+    pub extra: std::collections::BTreeMap<String, toml::Spanned<String>>,
+}
+
+impl TicketRoute {
+    /// The rule's text, if any.
+    pub fn when_text(&self) -> Option<&str> {
+        self.when.as_ref().map(|w| w.get_ref().as_str())
+    }
+}
+
+/// `[ticketing]`: limits of ticket creation (all optional; docs/tickets.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TicketingLimits {
+    /// Timeout of one call to ServiceNow/Zendesk.
+    pub timeout_secs: u64,
+    /// A 429 whose `Retry-After` is at most this is waited out in the invocation; a longer one
+    /// fails the invocation so the host retries later.
+    pub max_retry_after_secs: u64,
+    /// Total time one invocation may spend waiting out 429s before it fails.
+    pub throttle_budget_secs: u64,
+    /// A claim older than this whose owner never finished is taken over.
+    pub claim_ttl_secs: u64,
+    /// How long an invocation waits for another worker's fresh claim before failing.
+    pub busy_wait_secs: u64,
+    /// The host's `maxDequeueCount`: on the last attempt a transient failure is recorded in
+    /// the ledger before the host poisons the message.
+    pub max_attempts: u32,
+}
+
+impl Default for TicketingLimits {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 30,
+            max_retry_after_secs: 5,
+            throttle_budget_secs: 120,
+            claim_ttl_secs: 900,
+            busy_wait_secs: 20,
+            max_attempts: 5,
+        }
+    }
 }
 
 /// One `[[surveys]]` entry.
@@ -246,6 +332,13 @@ pub struct SurveyConfig {
 pub struct BridgeConfig {
     #[serde(default)]
     pub surveys: Vec<SurveyConfig>,
+    #[serde(default)]
+    pub ticketing: TicketingLimits,
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 impl BridgeConfig {
@@ -276,6 +369,20 @@ impl BridgeConfig {
             }
             if cfg.surveys[..i].iter().any(|o| o.id == s.id) {
                 return Err(format!("surveys[{i}].id: {} is listed twice", s.id));
+            }
+            if let Some(route) = &s.tickets {
+                crate::tickets::mapping::Mapping::compile(route).map_err(|e| {
+                    let line = e
+                        .span
+                        .as_ref()
+                        .map(|sp| format!("line {}, ", line_of(text, sp.start)))
+                        .unwrap_or_default();
+                    let col = e
+                        .column
+                        .map(|c| format!("column {c}: "))
+                        .unwrap_or_default();
+                    format!("{line}surveys[{i}].tickets.{}: {col}{}", e.field, e.message)
+                })?;
             }
         }
         Ok(cfg)

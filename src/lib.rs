@@ -4,12 +4,17 @@
 //! `startup` builds the app from typed configuration; `host` owns the custom-handler wire
 //! protocol; each function's capability lives in its own module.
 
+pub mod cli;
 pub mod config;
 pub mod export;
 pub mod host;
+pub mod identity;
 pub mod messages;
+pub mod poison;
+pub mod qualtrics;
 pub mod secrets;
 pub mod startup;
+pub mod storage;
 pub mod telemetry;
 pub mod tickets;
 pub mod webhook;

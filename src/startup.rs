@@ -3,7 +3,8 @@
 
 use crate::config::{setting, BridgeConfig, HandlerSettings};
 use crate::host::{Envelope, Invocation, InvocationError, INVOCATION_ID_HEADER};
-use crate::secrets::SecretsProvider;
+use crate::secrets::{SecretName, SecretsProvider};
+use crate::storage::{Storage, StorageError, DEFAULT_CONNECTION};
 use crate::{export, telemetry, tickets, webhook};
 use anyhow::Context;
 use axum::body::Bytes;
@@ -25,6 +26,12 @@ const MAX_ENVELOPE_BYTES: usize = 16 * 1024 * 1024;
 pub struct App {
     pub bridge: BridgeConfig,
     pub secrets: SecretsProvider,
+    /// `AzureWebJobsStorage` clients; `None` when no storage connection is configured.
+    pub storage: Option<Storage>,
+    /// `TicketCreator`'s mappings, ServiceNow/Zendesk clients and ledger.
+    pub tickets: tickets::TicketService,
+    /// The Qualtrics API client; `None` when `QUALTRICS_BASE_URL` is unset.
+    pub qualtrics: Option<crate::qualtrics::QualtricsClient>,
 }
 
 impl App {
@@ -38,9 +45,30 @@ impl App {
             );
             BridgeConfig::default()
         };
+        // Identity, secrets and storage: a half-configured identity or an unusable setting
+        // stops start-up with a message naming it; nothing here calls the network.
+        let lookup = crate::identity::env_lookup;
+        crate::identity::check(&lookup)?;
+        let transport = crate::identity::transport(&lookup)?;
+        let secrets = SecretsProvider::from_settings(&lookup, &transport)?;
+        let storage = match Storage::connect(DEFAULT_CONNECTION, &lookup, &transport) {
+            Ok(s) => Some(s),
+            Err(StorageError::NotConfigured(name)) => {
+                tracing::warn!(
+                    connection = %name,
+                    "no storage connection: exports and the ticket ledger are unavailable"
+                );
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let tickets = tickets::TicketService::new(&bridge, storage.as_ref(), &lookup)?;
         Ok(Self {
             bridge,
-            secrets: SecretsProvider::from_env(),
+            secrets,
+            storage,
+            tickets,
+            qualtrics: crate::qualtrics::QualtricsClient::from_env()?,
         })
     }
 }
@@ -48,24 +76,39 @@ impl App {
 /// Reads the settings, binds `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT` and serves until SIGTERM.
 pub async fn run_from_env() -> anyhow::Result<()> {
     let settings = HandlerSettings::from_env()?;
+    // Take over SIGTERM before anything else: the host may stop the handler at any time, and
+    // the default action would kill it mid-write.
+    let shutdown = shutdown_signal();
     telemetry::init();
     // Bind first so the host's readiness poll succeeds as early as possible.
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, settings.port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", settings.port))?;
     let app = Arc::new(App::load(&settings)?);
+    // Read the webhook key once in the background: warms the cache and logs (without the
+    // value) whether the secrets source works, while the handler already serves.
+    let warm = app.clone();
+    tokio::spawn(async move {
+        warm.secrets
+            .warm_up(&[SecretName::QualtricsWebhookKey])
+            .await;
+    });
     tracing::info!(
         port = settings.port,
         surveys = app.bridge.surveys.len(),
         "handler ready"
     );
-    serve(listener, app).await
+    serve(listener, app, shutdown).await
 }
 
 /// Serves the handler on `listener` until SIGTERM or Ctrl-C.
-pub async fn serve(listener: TcpListener, app: Arc<App>) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("server failed")?;
     tracing::info!("handler stopped");
@@ -156,20 +199,26 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The SIGTERM handler is installed when this is called, not
+/// when the future is first polled.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async move {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    }
 }

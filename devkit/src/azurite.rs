@@ -26,6 +26,8 @@ pub struct Azurite {
     pub queue_port: u16,
     table_port: u16,
     entry: PathBuf,
+    /// `--oauth basic --cert … --key …` (HTTPS only), or empty for plain SharedKey mode.
+    oauth_args: Vec<String>,
 }
 
 impl Azurite {
@@ -38,9 +40,63 @@ impl Azurite {
             queue_port: free_port().map_err(AzuriteError::Start)?,
             table_port: free_port().map_err(AzuriteError::Start)?,
             entry,
+            oauth_args: Vec::new(),
         };
         me.spawn().await?;
         Ok(me)
+    }
+
+    /// Starts Azurite in OAuth mode: `--oauth basic` over HTTPS with the given PEM leaf
+    /// certificate and key (e.g. from [`crate::fakes::TestPki::write`]). It then accepts bearer
+    /// tokens whose `iss`/`aud`/lifetime are right (signatures are not checked) as well as
+    /// SharedKey, and only HTTPS. Endpoints: [`Self::blob_endpoint`], [`Self::queue_endpoint`].
+    pub async fn start_oauth(cert: &Path, key: &Path) -> Result<Self, AzuriteError> {
+        let entry = azurite_entry()?;
+        let mut me = Self {
+            child: None,
+            blob_port: free_port().map_err(AzuriteError::Start)?,
+            queue_port: free_port().map_err(AzuriteError::Start)?,
+            table_port: free_port().map_err(AzuriteError::Start)?,
+            entry,
+            oauth_args: vec![
+                "--oauth".into(),
+                "basic".into(),
+                "--cert".into(),
+                cert.display().to_string(),
+                "--key".into(),
+                key.display().to_string(),
+            ],
+        };
+        me.spawn().await?;
+        Ok(me)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.oauth_args.is_empty() {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    /// The blob service URL (path-style, no trailing slash).
+    pub fn blob_endpoint(&self) -> String {
+        format!(
+            "{}://127.0.0.1:{}/{}",
+            self.scheme(),
+            self.blob_port,
+            storage_auth::DEV_ACCOUNT
+        )
+    }
+
+    /// The queue service URL (path-style, no trailing slash).
+    pub fn queue_endpoint(&self) -> String {
+        format!(
+            "{}://127.0.0.1:{}/{}",
+            self.scheme(),
+            self.queue_port,
+            storage_auth::DEV_ACCOUNT
+        )
     }
 
     async fn spawn(&mut self) -> Result<(), AzuriteError> {
@@ -70,6 +126,7 @@ impl Azurite {
                 "--tablePort",
                 &self.table_port.to_string(),
             ])
+            .args(&self.oauth_args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         self.child = Some(spawn_owned(cmd).map_err(AzuriteError::Start)?);
@@ -91,7 +148,16 @@ impl Azurite {
 
     /// The `AzureWebJobsStorage` connection string for this instance.
     pub fn connection_string(&self) -> String {
-        ConnectionString::azurite(self.blob_port, self.queue_port)
+        if self.oauth_args.is_empty() {
+            return ConnectionString::azurite(self.blob_port, self.queue_port);
+        }
+        format!(
+            "DefaultEndpointsProtocol=https;AccountName={};AccountKey={};BlobEndpoint={};QueueEndpoint={};",
+            storage_auth::DEV_ACCOUNT,
+            storage_auth::DEV_ACCOUNT_KEY,
+            self.blob_endpoint(),
+            self.queue_endpoint()
+        )
     }
 
     pub fn connection(&self) -> ConnectionString {

@@ -3,7 +3,9 @@
 
 pub mod azurite;
 pub mod bench;
+pub mod fakes;
 pub mod host;
 pub mod process;
+pub mod publisher;
 pub mod queue_client;
 pub mod staging;

@@ -3,6 +3,7 @@
 //! ```text
 //! devkit up   --binary target/release/qualtrics-bridge [--port 7071] [--settings local.settings.json]
 //! devkit host --app-root DIR [--port 7071] [--settings local.settings.json]
+//! devkit publish --url URL [--key-env QUALTRICS_WEBHOOK_KEY] --survey SV_… --response R_…
 //! devkit bench-startup --binary PATH [--runs 20]
 //! ```
 
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 const USAGE: &str = "usage:
   devkit up   --binary PATH [--port 7071] [--settings FILE]   stage the repo's app, start Azurite and the host
   devkit host --app-root DIR [--port 7071] [--settings FILE]  run the host on an existing app root
+  devkit publish --url URL [--key-env NAME] --survey SV_… --response R_…  send one signed delivery
   devkit bench-startup --binary PATH [--runs 20]              spawn-to-ready time, idle RSS, size
 
 Settings come from FILE's \"Values\" (local.settings.json format), then the environment for the
@@ -95,6 +97,9 @@ fn load_settings(file: Option<&Path>) -> anyhow::Result<Settings> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("publish") {
+        return devkit::publisher::cli(std::env::args().skip(2)).await;
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

@@ -1,12 +1,172 @@
-//! `ExportPoller`: the timer-driven incremental export of Qualtrics responses into Blob Storage.
+//! `ExportPoller`: the timer-driven incremental export of Qualtrics responses into Blob
+//! Storage (issue 5; `docs/export.md` has the full protocol and its crash analysis).
 //!
-//! The export run arrives with the export issue; for now the function records the tick.
+//! Per survey with `export = true`, under a lease on `bridge-state/exports/{surveyId}.json`:
+//! 1. repair an unfinished run recorded in the state (`inflight`), if any;
+//! 2. start an export with the stored `continuationToken` (first run: `allowContinuation`;
+//!    rejected token: a date window from the last successful run, with overlap), poll with
+//!    backoff until `status` is `complete` or `failed`;
+//! 3. record `inflight` (progress id, file id, new token, blob name) in the state;
+//! 4. stream the file zip → JSON → NDJSON into staged blocks, record the summary in the
+//!    state, commit the block list (only if the blob does not exist);
+//! 5. write the new token, clear `inflight`: every state write carries the ETag and the lease.
+//!
+//! Reconciliation: exported response ids of surveys with tickets go to the `tickets` output
+//! (`source: "export"`), at most [`ExportSettings::max_ticket_messages`] per reply; the
+//! rest wait in the state blob for the next run.
 
+pub mod blob_state;
+pub mod stream;
+
+use crate::config::setting;
 use crate::host::{Envelope, Invocation, InvocationError, InvocationReply};
+use crate::messages::{RequestSource, TicketRequest};
+use crate::qualtrics::{CallBudget, ExportRequest, ExportStatus, QualtricsClient, QualtricsError};
 use crate::startup::App;
+use azure_core::http::Etag;
+use azure_storage_blob::{BlobClient, BlobContainerClient};
+use blob_state::{BlobError, Condition};
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use stream::{Summary, TransformOptions};
+use time::OffsetDateTime;
 
 pub const FUNCTION: &str = "ExportPoller";
 const TIMER: &str = "timer";
+const TICKETS: &str = "tickets";
+
+/// Settings of the export (all optional; see `KNOWN_SETTINGS`).
+#[derive(Debug, Clone)]
+pub struct ExportSettings {
+    pub export_container: String,
+    pub state_container: String,
+    /// The run stops starting new work when less than `min_remaining` of this is left.
+    pub time_budget: Duration,
+    pub min_remaining: Duration,
+    pub poll_interval: Duration,
+    pub poll_max: Duration,
+    pub block_size: usize,
+    pub max_ticket_messages: usize,
+    /// Overlap of a fallback date window (rejected/expired token).
+    pub overlap: Duration,
+    pub lease_seconds: i32,
+    /// 429 retries one run may spend, shared by all its surveys.
+    pub throttle_retries: u32,
+    /// Test-only fault hook: `BRIDGE_TEST_CRASH_AT` aborts the process at a named point.
+    pub crash_at: Option<String>,
+}
+
+fn num_setting(name: &str, default: u64) -> u64 {
+    setting(name)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+impl ExportSettings {
+    pub fn from_env() -> Self {
+        let budget = Duration::from_secs(num_setting("EXPORT_TIME_BUDGET_SECONDS", 420).max(5));
+        Self {
+            export_container: setting("EXPORT_CONTAINER")
+                .unwrap_or_else(|| "qualtrics-exports".into()),
+            state_container: setting("STATE_CONTAINER").unwrap_or_else(|| "bridge-state".into()),
+            time_budget: budget,
+            min_remaining: (budget / 6).clamp(Duration::from_secs(2), Duration::from_secs(90)),
+            poll_interval: Duration::from_millis(
+                num_setting("EXPORT_POLL_INTERVAL_MS", 2000).max(10),
+            ),
+            poll_max: Duration::from_secs(10),
+            block_size: 4 * 1024 * 1024,
+            max_ticket_messages: num_setting("EXPORT_MAX_TICKET_MESSAGES", 1000) as usize,
+            overlap: Duration::from_secs(3600),
+            lease_seconds: 15,
+            throttle_retries: num_setting("EXPORT_THROTTLE_RETRIES", 30) as u32,
+            crash_at: setting("BRIDGE_TEST_CRASH_AT"),
+        }
+    }
+}
+
+/// Pending ticket ids kept in the state at most (older ones beyond are dropped, logged).
+const MAX_PENDING_TICKETS: usize = 50_000;
+/// Boundary ids kept for de-duplicating a fallback window.
+const MAX_BOUNDARY_IDS: usize = 20_000;
+
+/// `bridge-state/exports/{surveyId}.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportState {
+    pub v: u32,
+    pub survey_id: String,
+    pub continuation_token: Option<String>,
+    pub last_run_at: Option<String>,
+    pub last_success_at: Option<String>,
+    /// Start (unix ms) of the last export whose file was committed.
+    pub last_export_started_ms: Option<i64>,
+    /// Newest `recordedDate` (unix ms) exported so far.
+    pub last_recorded_ms: Option<i64>,
+    /// `(recordedDate ms, responseId)` within the overlap of the newest: de-duplicates a
+    /// fallback window.
+    #[serde(default)]
+    pub boundary: BTreeSet<(i64, String)>,
+    #[serde(default)]
+    pub boundary_truncated: bool,
+    #[serde(default)]
+    pub exported_total: u64,
+    #[serde(default)]
+    pub runs: u64,
+    pub last_blob: Option<String>,
+    #[serde(default)]
+    pub last_lines: u64,
+    pub inflight: Option<Inflight>,
+    #[serde(default)]
+    pub pending_tickets: Vec<String>,
+    pub last_error: Option<String>,
+}
+
+/// A run between "export complete" and "state advanced".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inflight {
+    pub export_id: String,
+    pub file_id: String,
+    pub new_token: String,
+    pub blob: String,
+    pub started_ms: i64,
+    /// `initial` (first export), `token` or `window` (fallback).
+    pub mode: String,
+    /// Set after every block is staged, before the commit.
+    pub summary: Option<Summary>,
+}
+
+/// What happened to one survey.
+#[derive(Debug)]
+enum Outcome {
+    Exported {
+        lines: u64,
+        blob: Option<String>,
+        duplicates: u64,
+    },
+    Busy,
+    Deferred(String),
+    Failed(String),
+}
+
+struct Run<'a> {
+    app: &'a App,
+    client: &'a QualtricsClient,
+    settings: &'a ExportSettings,
+    budget: CallBudget,
+    deadline: Instant,
+    started: OffsetDateTime,
+    exports: BlobContainerClient,
+    states: BlobContainerClient,
+}
+
+static SETTINGS: OnceLock<ExportSettings> = OnceLock::new();
 
 pub async fn invoke(
     app: &App,
@@ -14,15 +174,747 @@ pub async fn invoke(
     envelope: Envelope,
 ) -> Result<InvocationReply, InvocationError> {
     let timer = envelope.timer(TIMER)?;
-    let surveys = app.bridge.surveys.iter().filter(|s| s.export).count();
-    let last = timer
-        .schedule_status
-        .as_ref()
-        .and_then(|s| s.last.as_deref())
-        .unwrap_or("never");
-    tracing::info!(invocation_id = %inv.id, function = FUNCTION, past_due = timer.is_past_due, last, surveys, "timer fired");
-    Ok(InvocationReply::new().log(format!(
-        "timer fired (past due: {}, last: {last}); {surveys} survey(s) configured for export",
-        timer.is_past_due
-    )))
+    let settings = SETTINGS.get_or_init(ExportSettings::from_env);
+    let surveys: Vec<_> = app.bridge.surveys.iter().filter(|s| s.export).collect();
+    tracing::info!(invocation_id = %inv.id, function = FUNCTION, past_due = timer.is_past_due, surveys = surveys.len(), "export run");
+    let mut reply = InvocationReply::new();
+    if surveys.is_empty() {
+        return Ok(reply.log("no survey is configured for export"));
+    }
+    let Some(client) = app.qualtrics.as_ref() else {
+        tracing::error!(invocation_id = %inv.id, function = FUNCTION, "QUALTRICS_BASE_URL is not set; nothing exported");
+        return Ok(reply.log("QUALTRICS_BASE_URL is not set; nothing exported"));
+    };
+    let Some(storage) = app.storage.as_ref() else {
+        return Err(InvocationError::Retry(
+            "no storage connection (AzureWebJobsStorage)".into(),
+        ));
+    };
+    let blob_err = |e: crate::storage::StorageError| InvocationError::Retry(e.to_string());
+    let started_at = Instant::now();
+    let run = Run {
+        app,
+        client,
+        settings,
+        budget: CallBudget::new(
+            Some(started_at + settings.time_budget),
+            settings.throttle_retries,
+        ),
+        deadline: started_at + settings.time_budget,
+        started: OffsetDateTime::now_utc(),
+        exports: storage
+            .blob_container(&settings.export_container)
+            .map_err(blob_err)?,
+        states: storage
+            .blob_container(&settings.state_container)
+            .map_err(blob_err)?,
+    };
+    for c in [&run.exports, &run.states] {
+        blob_state::ensure_container(c)
+            .await
+            .map_err(|e| InvocationError::Retry(e.to_string()))?;
+    }
+    let mut capacity = settings.max_ticket_messages;
+    let mut tickets = Vec::new();
+    for s in surveys {
+        let remaining = run.deadline.saturating_duration_since(Instant::now());
+        if remaining < settings.min_remaining {
+            tracing::warn!(invocation_id = %inv.id, survey_id = %s.id, remaining_ms = remaining.as_millis() as u64, outcome = "deferred", "time budget short; survey resumes next run");
+            reply = reply.log(format!(
+                "{}: deferred (time budget short); resumes next run",
+                s.id
+            ));
+            continue;
+        }
+        let t0 = Instant::now();
+        let mut emitted = Vec::new();
+        let outcome = run
+            .survey(&s.id, s.tickets.is_some(), &mut capacity, &mut emitted)
+            .await;
+        let ms = t0.elapsed().as_millis() as u64;
+        let line = match &outcome {
+            Outcome::Exported {
+                lines,
+                blob,
+                duplicates,
+            } => {
+                tracing::info!(invocation_id = %inv.id, function = FUNCTION, survey_id = %s.id, lines, duplicates, blob = blob.as_deref().unwrap_or("-"), tickets = emitted.len(), duration_ms = ms, outcome = "exported", "survey exported");
+                format!("{}: exported {lines} response(s) to {} ({duplicates} overlap duplicate(s) skipped); {} ticket request(s) queued", s.id, blob.as_deref().unwrap_or("no blob"), emitted.len())
+            }
+            Outcome::Busy => {
+                tracing::info!(invocation_id = %inv.id, survey_id = %s.id, outcome = "busy", "another run holds the survey's lease; skipped");
+                format!("{}: skipped: another run holds the lease", s.id)
+            }
+            Outcome::Deferred(why) => {
+                tracing::warn!(invocation_id = %inv.id, survey_id = %s.id, reason = %why, outcome = "deferred", "survey deferred");
+                format!("{}: deferred: {why}", s.id)
+            }
+            Outcome::Failed(why) => {
+                tracing::error!(invocation_id = %inv.id, survey_id = %s.id, reason = %why, outcome = "failed", "survey export failed");
+                format!("{}: failed: {why}", s.id)
+            }
+        };
+        reply = reply.log(line);
+        let received_at = OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        tickets.extend(emitted.into_iter().map(|rid| {
+            TicketRequest {
+                v: TicketRequest::VERSION,
+                survey_id: s.id.clone(),
+                response_id: rid,
+                source: RequestSource::Export,
+                topic: None,
+                received_at: received_at.clone(),
+            }
+            .to_text()
+        }));
+    }
+    Ok(reply.queue(TICKETS, tickets))
+}
+
+fn ms_of(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn rfc3339_of_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn now_rfc3339() -> String {
+    rfc3339_of_ms(ms_of(OffsetDateTime::now_utc()))
+}
+
+/// The lease on a state blob, renewed in the background until dropped.
+struct Lease {
+    id: String,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
+/// A state blob read under the lease.
+struct StateHandle {
+    blob: BlobClient,
+    name: String,
+    etag: Etag,
+    state: ExportState,
+    lease: String,
+}
+
+impl StateHandle {
+    async fn save(&mut self) -> Result<(), BlobError> {
+        let bytes = Bytes::from(serde_json::to_vec(&self.state).unwrap_or_default());
+        self.etag = blob_state::write(
+            &self.blob,
+            &self.name,
+            bytes,
+            Condition::Matches(&self.etag, Some(&self.lease)),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+impl Run<'_> {
+    /// `BRIDGE_TEST_CRASH_AT=point` or `point:/path/marker` (crash once: only while the
+    /// marker file does not exist; it is created just before the abort).
+    fn crash_point(&self, point: &str) {
+        let Some(spec) = self.settings.crash_at.as_deref() else {
+            return;
+        };
+        let (at, marker) = match spec.split_once(':') {
+            Some((a, m)) => (a, Some(m)),
+            None => (spec, None),
+        };
+        if at != point {
+            return;
+        }
+        if let Some(m) = marker {
+            if std::path::Path::new(m).exists() || std::fs::write(m, point).is_err() {
+                return;
+            }
+        }
+        {
+            tracing::error!(
+                point,
+                "BRIDGE_TEST_CRASH_AT: aborting the process (test fault hook)"
+            );
+            std::process::abort();
+        }
+    }
+
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    async fn survey(
+        &self,
+        sid: &str,
+        tickets: bool,
+        capacity: &mut usize,
+        emitted: &mut Vec<String>,
+    ) -> Outcome {
+        let name = format!("exports/{sid}.json");
+        let blob = self.states.blob_client(&name);
+        // The blob must exist to be leased.
+        let init = ExportState {
+            v: 1,
+            survey_id: sid.to_string(),
+            ..Default::default()
+        };
+        match blob_state::write(
+            &blob,
+            &name,
+            Bytes::from(serde_json::to_vec(&init).unwrap_or_default()),
+            Condition::Absent,
+        )
+        .await
+        {
+            Ok(_) | Err(BlobError::Conflict { .. }) => {}
+            Err(e) => return Outcome::Failed(e.to_string()),
+        }
+        let lease_id = uuid::Uuid::new_v4().to_string();
+        match blob_state::acquire_lease(&blob, &name, self.settings.lease_seconds, &lease_id).await
+        {
+            Ok(true) => {}
+            Ok(false) => return Outcome::Busy,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        }
+        let lease = Lease {
+            id: lease_id.clone(),
+            renewer: {
+                let (b, n, l) = (
+                    self.states.blob_client(&name),
+                    name.clone(),
+                    lease_id.clone(),
+                );
+                let every = Duration::from_secs((self.settings.lease_seconds as u64 / 3).max(1));
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        if let Err(e) = blob_state::renew_lease(&b, &n, &l).await {
+                            tracing::warn!(blob = %n, error = %e, "lease renewal failed");
+                        }
+                    }
+                })
+            },
+        };
+        let outcome = self
+            .survey_leased(sid, tickets, capacity, emitted, &blob, &name, &lease.id)
+            .await;
+        drop(lease);
+        if let Err(e) = blob_state::release_lease(&blob, &name, &lease_id).await {
+            tracing::warn!(blob = %name, error = %e, "lease release failed (it expires by itself)");
+        }
+        outcome
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn survey_leased(
+        &self,
+        sid: &str,
+        tickets: bool,
+        capacity: &mut usize,
+        emitted: &mut Vec<String>,
+        blob: &BlobClient,
+        name: &str,
+        lease: &str,
+    ) -> Outcome {
+        let mut h = match blob_state::read(blob, name).await {
+            Ok(Some((bytes, etag))) => match serde_json::from_slice::<ExportState>(&bytes) {
+                Ok(state) => StateHandle {
+                    blob: self.states.blob_client(name),
+                    name: name.to_string(),
+                    etag,
+                    state,
+                    lease: lease.to_string(),
+                },
+                Err(e) => return Outcome::Failed(format!("state blob {name} is not valid: {e}")),
+            },
+            Ok(None) => return Outcome::Failed(format!("state blob {name} vanished")),
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        h.state.survey_id = sid.to_string();
+        h.state.v = 1;
+        h.state.last_run_at = Some(now_rfc3339());
+        let mut lines = 0;
+        let mut duplicates = 0;
+        let mut last_blob = None;
+        // 1. Repair.
+        if let Some(inflight) = h.state.inflight.clone() {
+            tracing::warn!(survey_id = sid, export_id = %inflight.export_id, blob = %inflight.blob, "repairing an unfinished run");
+            match self.repair(&mut h, inflight, tickets).await {
+                Ok(Some(s)) => {
+                    lines += s.lines;
+                    duplicates += s.duplicates_skipped;
+                    last_blob = h.state.last_blob.clone();
+                }
+                Ok(None) => {}
+                Err(why) => return self.fail(&mut h, why).await,
+            }
+        }
+        // 2-5. A new export.
+        if self.remaining() < self.settings.min_remaining {
+            self.emit(&mut h, tickets, capacity, emitted).await;
+            return Outcome::Deferred("time budget short after repair".into());
+        }
+        match self.export(&mut h, sid, tickets).await {
+            Ok(Some(s)) => {
+                lines += s.lines;
+                duplicates += s.duplicates_skipped;
+                if s.lines > 0 {
+                    last_blob = h.state.last_blob.clone();
+                }
+            }
+            Ok(None) => {
+                self.emit(&mut h, tickets, capacity, emitted).await;
+                return Outcome::Deferred(
+                    "the export did not finish within the time budget; resumes next run".into(),
+                );
+            }
+            Err(why) => {
+                let out = self.fail(&mut h, why).await;
+                self.emit(&mut h, tickets, capacity, emitted).await;
+                return out;
+            }
+        }
+        self.emit(&mut h, tickets, capacity, emitted).await;
+        Outcome::Exported {
+            lines,
+            blob: last_blob,
+            duplicates,
+        }
+    }
+
+    /// Moves pending ticket ids into the reply (bounded), saving the state first.
+    async fn emit(
+        &self,
+        h: &mut StateHandle,
+        tickets: bool,
+        capacity: &mut usize,
+        emitted: &mut Vec<String>,
+    ) {
+        if !tickets || h.state.pending_tickets.is_empty() || *capacity == 0 {
+            return;
+        }
+        let n = h.state.pending_tickets.len().min(*capacity);
+        let taken: Vec<String> = h.state.pending_tickets.drain(..n).collect();
+        match h.save().await {
+            Ok(()) => {
+                *capacity -= n;
+                emitted.extend(taken);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record emitted ticket requests; they stay pending");
+            }
+        }
+    }
+
+    async fn fail(&self, h: &mut StateHandle, why: String) -> Outcome {
+        h.state.last_error = Some(format!("{}: {why}", now_rfc3339()));
+        if let Err(e) = h.save().await {
+            tracing::warn!(error = %e, "could not record the error in the state");
+        }
+        Outcome::Failed(why)
+    }
+
+    /// Finishes a run recorded in `inflight`.
+    async fn repair(
+        &self,
+        h: &mut StateHandle,
+        inflight: Inflight,
+        tickets: bool,
+    ) -> Result<Option<Summary>, String> {
+        let target = self.exports.blob_client(&inflight.blob);
+        let committed = blob_state::exists(&target, &inflight.blob)
+            .await
+            .map_err(|e| e.to_string())?;
+        if committed {
+            if let Some(summary) = inflight.summary.clone() {
+                tracing::info!(blob = %inflight.blob, lines = summary.lines, "the export blob was committed before the crash: adopting its token");
+                self.finalize(h, &inflight, &summary, tickets).await?;
+                return Ok(Some(summary));
+            }
+            return Err(format!(
+                "blob {} exists but the state has no summary for it",
+                inflight.blob
+            ));
+        }
+        match self.download_and_commit(h, &inflight).await {
+            Ok(summary) => {
+                self.finalize(h, &inflight, &summary, tickets).await?;
+                Ok(Some(summary))
+            }
+            Err(DownloadError::Gone(why)) => {
+                tracing::warn!(export_id = %inflight.export_id, reason = %why, "the unfinished export's file is gone; exporting again from the stored token");
+                h.state.inflight = None;
+                h.save().await.map_err(|e| e.to_string())?;
+                Ok(None)
+            }
+            Err(DownloadError::OutOfTime) => {
+                Err("download did not finish in the time budget; resumes next run".into())
+            }
+            Err(DownloadError::Failed(why)) => Err(why),
+        }
+    }
+
+    /// Starts, polls, downloads and commits one export. `Ok(None)`: out of time.
+    async fn export(
+        &self,
+        h: &mut StateHandle,
+        sid: &str,
+        tickets: bool,
+    ) -> Result<Option<Summary>, String> {
+        let secrets = &self.app.secrets;
+        let (mut mode, mut request) =
+            match (&h.state.continuation_token, self.window_start(&h.state)) {
+                (Some(t), _) => (
+                    "token",
+                    ExportRequest {
+                        continuation_token: Some(t.clone()),
+                        start_date: None,
+                    },
+                ),
+                (None, Some(start)) => (
+                    "window",
+                    ExportRequest {
+                        continuation_token: None,
+                        start_date: Some(start),
+                    },
+                ),
+                (None, None) => ("initial", ExportRequest::default()),
+            };
+        let started_ms = ms_of(OffsetDateTime::now_utc());
+        let started = match self
+            .client
+            .start_export(secrets, &self.budget, sid, &request)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) if mode == "token" && matches!(e.status(), Some(400 | 404 | 410)) => {
+                let start = self.window_start(&h.state);
+                tracing::warn!(survey_id = sid, error = %e, window_start = start.as_deref().unwrap_or("-"), "continuation token rejected; falling back to a date window with overlap");
+                mode = if start.is_some() { "window" } else { "initial" };
+                request = ExportRequest {
+                    continuation_token: None,
+                    start_date: start,
+                };
+                self.client
+                    .start_export(secrets, &self.budget, sid, &request)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let progress_id = started.progress_id.clone().unwrap_or_default();
+        // Poll until complete or failed; percentComplete is informational only.
+        let mut interval = self.settings.poll_interval;
+        let mut p = started;
+        loop {
+            match p.status {
+                ExportStatus::Complete => break,
+                ExportStatus::Failed => {
+                    return Err(format!(
+                        "export {progress_id} failed (percentComplete {})",
+                        p.percent_complete
+                    ))
+                }
+                _ => {}
+            }
+            if self.remaining() < interval + self.settings.min_remaining / 2 {
+                tracing::warn!(survey_id = sid, export_id = %progress_id, "export still running at the end of the time budget");
+                return Ok(None);
+            }
+            tokio::time::sleep(crate::qualtrics::jitter(interval, 0.2)).await;
+            interval = (interval.mul_f64(1.5)).min(self.settings.poll_max);
+            p = match self
+                .client
+                .export_progress(secrets, &self.budget, sid, &progress_id)
+                .await
+            {
+                Ok(p) => p,
+                Err(QualtricsError::OutOfTime { .. }) => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            };
+        }
+        let file_id = p
+            .file_id
+            .clone()
+            .ok_or("export complete without a fileId")?;
+        let new_token = p
+            .continuation_token
+            .clone()
+            .ok_or("export complete without a continuationToken; state not advanced")?;
+        let started_name = self
+            .started
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .unwrap_or_default();
+        let d = self.started.date();
+        let blob = format!(
+            "{sid}/{:04}/{:02}/{:02}/{started_name}-{progress_id}.ndjson",
+            d.year(),
+            u8::from(d.month()),
+            d.day()
+        );
+        let inflight = Inflight {
+            export_id: progress_id,
+            file_id,
+            new_token,
+            blob,
+            started_ms,
+            mode: mode.to_string(),
+            summary: None,
+        };
+        h.state.inflight = Some(inflight.clone());
+        h.save().await.map_err(|e| e.to_string())?;
+        self.crash_point("after-inflight");
+        match self.download_and_commit(h, &inflight).await {
+            Ok(summary) => {
+                self.finalize(h, &inflight, &summary, tickets).await?;
+                Ok(Some(summary))
+            }
+            Err(DownloadError::OutOfTime) => Ok(None),
+            Err(DownloadError::Gone(why) | DownloadError::Failed(why)) => Err(why),
+        }
+    }
+
+    /// `min(newest recordedDate, last export start) - overlap`, if there was a success.
+    fn window_start(&self, s: &ExportState) -> Option<String> {
+        let base = match (s.last_recorded_ms, s.last_export_started_ms) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(rfc3339_of_ms(
+            base - self.settings.overlap.as_millis() as i64,
+        ))
+    }
+
+    /// Streams the file into staged blocks, records the summary, commits the blob.
+    async fn download_and_commit(
+        &self,
+        h: &mut StateHandle,
+        inf: &Inflight,
+    ) -> Result<Summary, DownloadError> {
+        let sid = h.state.survey_id.clone();
+        let resp = match self
+            .client
+            .download_export(&self.app.secrets, &self.budget, &sid, &inf.file_id)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Err(DownloadError::Gone(e.to_string())),
+            Err(QualtricsError::OutOfTime { .. }) => return Err(DownloadError::OutOfTime),
+            Err(e) => return Err(DownloadError::Failed(e.to_string())),
+        };
+        let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(16);
+        let (block_tx, mut block_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+        let deadline = self.deadline;
+        let reader_task = tokio::spawn(async move {
+            let mut body = resp.bytes_stream();
+            loop {
+                let next = tokio::time::timeout_at(deadline.into(), body.next()).await;
+                let item = match next {
+                    Err(_) => Some(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "time budget spent during download",
+                    ))),
+                    Ok(None) => None,
+                    Ok(Some(Ok(b))) => Some(Ok(b)),
+                    Ok(Some(Err(e))) => Some(Err(io::Error::other(e.to_string()))),
+                };
+                let Some(item) = item else { break };
+                let stop = item.is_err();
+                if chunk_tx.send(item).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let opts = TransformOptions {
+            block_size: self.settings.block_size,
+            skip_ids: h
+                .state
+                .boundary
+                .iter()
+                .map(|(_, id)| id.clone())
+                .collect::<HashSet<_>>(),
+            overlap_ms: self.settings.overlap.as_millis() as i64,
+            recent_cap: MAX_BOUNDARY_IDS,
+            ticket_cap: Some(MAX_PENDING_TICKETS),
+        };
+        let transform = tokio::task::spawn_blocking(move || {
+            let reader = ChannelReader {
+                rx: chunk_rx,
+                cur: Bytes::new(),
+            };
+            stream::transform(reader, &opts, &mut |block| {
+                block_tx
+                    .blocking_send(block)
+                    .map_err(|_| io::Error::other("upload stopped"))
+            })
+        });
+        // Stage blocks, two in flight.
+        let target = self.exports.blob_client(&inf.blob);
+        let mut in_flight = FuturesUnordered::new();
+        let mut count: u32 = 0;
+        let mut staged: u32 = 0;
+        let mut upload_err: Option<String> = None;
+        loop {
+            tokio::select! {
+                b = block_rx.recv(), if in_flight.len() < 2 && upload_err.is_none() => {
+                    let Some(b) = b else { break };
+                    let (t, n, i) = (self.exports.blob_client(&inf.blob), inf.blob.clone(), count);
+                    count += 1;
+                    in_flight.push(async move { blob_state::stage_block(&t, &n, i, Bytes::from(b)).await });
+                }
+                Some(r) = in_flight.next(), if !in_flight.is_empty() => {
+                    match r {
+                        Ok(()) => {
+                            staged += 1;
+                            if staged == 1 { self.crash_point("mid-stream"); }
+                        }
+                        Err(e) => { upload_err.get_or_insert(e.to_string()); }
+                    }
+                }
+                else => break,
+            }
+            if upload_err.is_some() {
+                break;
+            }
+        }
+        while let Some(r) = in_flight.next().await {
+            if let Err(e) = r {
+                upload_err.get_or_insert(e.to_string());
+            }
+        }
+        drop(block_rx);
+        let result = transform.await;
+        reader_task.abort();
+        let summary = match result {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(DownloadError::OutOfTime)
+            }
+            Ok(Err(e)) => {
+                return Err(DownloadError::Failed(
+                    upload_err.unwrap_or_else(|| format!("export file: {e}")),
+                ))
+            }
+            Err(e) => return Err(DownloadError::Failed(format!("transform task: {e}"))),
+        };
+        if let Some(e) = upload_err {
+            return Err(DownloadError::Failed(e));
+        }
+        if summary.lines == 0 {
+            return Ok(summary);
+        }
+        if let Some(i) = h.state.inflight.as_mut() {
+            i.summary = Some(summary.clone());
+        }
+        h.save()
+            .await
+            .map_err(|e| DownloadError::Failed(e.to_string()))?;
+        self.crash_point("before-blob-commit");
+        let metadata = HashMap::from([
+            ("surveyid".to_string(), sid.clone()),
+            ("exportid".to_string(), inf.export_id.clone()),
+            ("lines".to_string(), summary.lines.to_string()),
+        ]);
+        match blob_state::commit_new(&target, &inf.blob, count, metadata).await {
+            Ok(()) | Err(BlobError::Conflict { .. }) => {}
+            Err(e) => return Err(DownloadError::Failed(e.to_string())),
+        }
+        self.crash_point("after-blob-commit");
+        Ok(summary)
+    }
+
+    /// Advances the state past a committed (or empty) export.
+    async fn finalize(
+        &self,
+        h: &mut StateHandle,
+        inf: &Inflight,
+        s: &Summary,
+        tickets: bool,
+    ) -> Result<(), String> {
+        let st = &mut h.state;
+        st.continuation_token = Some(inf.new_token.clone());
+        st.last_success_at = Some(now_rfc3339());
+        st.last_export_started_ms = Some(inf.started_ms);
+        let max = match (st.last_recorded_ms, s.max_recorded_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        st.last_recorded_ms = max;
+        st.boundary.extend(s.recent.iter().cloned());
+        if let Some(max) = max {
+            let floor = max - self.settings.overlap.as_millis() as i64;
+            st.boundary.retain(|(ms, _)| *ms >= floor);
+        }
+        while st.boundary.len() > MAX_BOUNDARY_IDS {
+            st.boundary.pop_first();
+            st.boundary_truncated = true;
+        }
+        st.boundary_truncated |= s.recent_truncated;
+        st.exported_total += s.lines;
+        st.runs += 1;
+        st.last_lines = s.lines;
+        if s.lines > 0 {
+            st.last_blob = Some(inf.blob.clone());
+        }
+        // The first (full) export is history, not missed webhooks: no reconciliation.
+        if tickets && inf.mode != "initial" {
+            st.pending_tickets.extend(s.ticket_ids.iter().cloned());
+            if s.ticket_ids_dropped > 0 || st.pending_tickets.len() > MAX_PENDING_TICKETS {
+                let excess = st.pending_tickets.len().saturating_sub(MAX_PENDING_TICKETS);
+                st.pending_tickets.drain(..excess);
+                tracing::warn!(survey_id = %st.survey_id, dropped = excess as u64 + s.ticket_ids_dropped, "too many pending ticket reconciliations; oldest dropped");
+            }
+        }
+        st.inflight = None;
+        st.last_error = None;
+        h.save()
+            .await
+            .map_err(|e| format!("state not advanced: {e}"))
+    }
+}
+
+enum DownloadError {
+    /// The file no longer exists (404): export again.
+    Gone(String),
+    OutOfTime,
+    Failed(String),
+}
+
+/// `Read` over the download's chunks (runs on the blocking thread).
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
 }

@@ -1,29 +1,523 @@
-//! `QualtricsWebhook`: receives Qualtrics deliveries over the HTTP trigger.
+//! `QualtricsWebhook`: receives Qualtrics deliveries over the HTTP trigger, verifies them and
+//! puts one ticket request on the `tickets` output (queue `ticket-requests`).
 //!
-//! Verification and queueing arrive with the webhook issue; until then `GET` answers 200 (as
-//! Qualtrics' URL check expects) and `POST` says plainly that intake is not implemented.
+//! Three shapes are understood (`docs/webhook.md`):
+//! * **event subscription** — `application/x-www-form-urlencoded` with `Topic`, `MSG`, `HMAC`;
+//!   `HMAC` is checked over the exact decoded `MSG` against `qualtrics-webhook-key` and
+//!   `qualtrics-webhook-key-previous` (after one forced secret refresh on a mismatch);
+//! * **workflow web-service task** — `application/json` `{"surveyId","responseId",…}` with the
+//!   static `qualtrics-workflow-token` in `Authorization: Bearer …` or `X-Bridge-Token`;
+//! * **flat unsigned form** — `SurveyID`/`ResponseID` fields, only for a survey configured with
+//!   `allow_unsigned = true`.
+//!
+//! Every refusal is a 4xx in `res` with `{"error": reason}` and nothing queued; the host always
+//! gets a completed invocation. The pure checks live in [`verify`].
 
-use crate::host::{Envelope, HttpOutput, Invocation, InvocationError, InvocationReply};
+pub mod verify;
+
+use crate::host::{
+    Envelope, HttpOutput, HttpTrigger, Invocation, InvocationError, InvocationReply,
+};
+use crate::messages::{RequestSource, TicketRequest};
+use crate::secrets::{Secret, SecretName};
 use crate::startup::App;
+use verify::{FormError, PayloadError, SignatureError, Subject};
 
 pub const FUNCTION: &str = "QualtricsWebhook";
 const REQUEST: &str = "req";
 const RESPONSE: &str = "res";
+const TICKETS: &str = "tickets";
+/// Largest delivery accepted (Qualtrics deliveries are well under 10 KB).
+pub const MAX_BODY_BYTES: usize = 100 * 1024;
+/// A longer (or control-character) `Topic` is dropped from the message, not refused.
+const MAX_TOPIC_CHARS: usize = 256;
+
+/// Why a delivery was refused. The `Display` text is what the caller sees: short, and never
+/// derived from the input or a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("method not allowed")]
+    Method,
+    #[error("body larger than 100 KB")]
+    TooLarge,
+    #[error("unsupported media type (form or JSON expected)")]
+    UnsupportedMedia,
+    #[error("empty body")]
+    Empty,
+    #[error("body is not valid UTF-8")]
+    NotUtf8,
+    #[error(transparent)]
+    Form(#[from] FormError),
+    #[error("HMAC without MSG")]
+    HmacWithoutMsg,
+    #[error("missing HMAC")]
+    MissingHmac,
+    #[error("bad signature")]
+    Signature(#[from] SignatureError),
+    #[error("unsigned deliveries are not accepted for this survey")]
+    Unsigned,
+    #[error("bad or missing token")]
+    Token,
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error("not a Qualtrics delivery")]
+    NotADelivery,
+    #[error("secrets temporarily unavailable; retry later")]
+    SecretsUnavailable,
+}
+
+impl Refusal {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Method => 405,
+            Self::TooLarge => 413,
+            Self::UnsupportedMedia => 415,
+            Self::MissingHmac | Self::Signature(_) | Self::Unsigned | Self::Token => 401,
+            // Not the caller's fault: a transient Key Vault failure. Qualtrics retries.
+            Self::SecretsUnavailable => 503,
+            Self::Empty
+            | Self::NotUtf8
+            | Self::Form(_)
+            | Self::HmacWithoutMsg
+            | Self::Payload(_)
+            | Self::NotADelivery => 400,
+        }
+    }
+
+    /// Detail for the logs (may say more than the caller is told, never a value).
+    fn detail(&self) -> String {
+        match self {
+            Self::Signature(e) => e.to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// How a delivery proved where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `HMAC` matched this key.
+    Hmac(SecretName),
+    /// The workflow token matched.
+    Token,
+    /// Flat form accepted under `allow_unsigned`.
+    Unsigned,
+}
+
+impl Auth {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Hmac(SecretName::QualtricsWebhookKeyPrevious) => "hmac-previous-key",
+            Self::Hmac(_) => "hmac",
+            Self::Token => "workflow-token",
+            Self::Unsigned => "unauthenticated",
+        }
+    }
+}
+
+/// A delivery that passed verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub subject: Subject,
+    /// `Topic` as sent (unauthenticated; informational only).
+    pub topic: Option<String>,
+    pub auth: Auth,
+}
 
 pub async fn invoke(
-    _app: &App,
+    app: &App,
     inv: &Invocation,
     envelope: Envelope,
 ) -> Result<InvocationReply, InvocationError> {
     let req = envelope.http(REQUEST)?;
-    let out = match req.method.to_ascii_uppercase().as_str() {
-        "GET" => HttpOutput::json(200, r#"{"status":"ok"}"#),
-        "POST" => HttpOutput::error(501, "webhook intake is not implemented yet"),
-        _ => HttpOutput::error(405, "method not allowed"),
+    if req.method.eq_ignore_ascii_case("GET") {
+        return Ok(InvocationReply::new()
+            .http(RESPONSE, HttpOutput::json(200, r#"{"status":"ok"}"#))
+            .log(format!("GET {FUNCTION} -> 200")));
+    }
+    let intake = if req.method.eq_ignore_ascii_case("POST") {
+        intake(app, &req).await
+    } else {
+        Err(Refusal::Method)
     };
-    let status = out.status;
-    Ok(InvocationReply::new().http(RESPONSE, out).log(format!(
-        "{} {} -> {status} ({})",
-        req.method, FUNCTION, inv.id
-    )))
+    Ok(match intake {
+        Ok(delivery) => accept(app, inv, delivery),
+        Err(refusal) => refuse(inv, refusal),
+    })
+}
+
+fn refuse(inv: &Invocation, refusal: Refusal) -> InvocationReply {
+    let status = refusal.status();
+    let detail = refusal.detail();
+    tracing::warn!(invocation_id = %inv.id, function = FUNCTION, status, reason = %detail, outcome = "refused", "webhook delivery refused");
+    InvocationReply::new()
+        .http(RESPONSE, HttpOutput::error(status, &refusal.to_string()))
+        .log(format!("POST {FUNCTION} -> {status} refused: {detail}"))
+}
+
+fn accept(app: &App, inv: &Invocation, d: Delivery) -> InvocationReply {
+    let (survey_id, response_id, auth) =
+        (&d.subject.survey_id, &d.subject.response_id, d.auth.label());
+    let survey = app.bridge.survey(survey_id);
+    let skip = match survey {
+        None => Some("unknown survey"),
+        Some(s) if s.tickets.is_none() => Some("survey raises no tickets"),
+        Some(_) if !d.subject.is_complete() => Some("response is not Complete"),
+        Some(_) => None,
+    };
+    if let Some(why) = skip {
+        tracing::info!(invocation_id = %inv.id, function = FUNCTION, survey_id = %survey_id, response_id = %response_id, auth, outcome = "ignored", reason = why, "webhook delivery accepted, nothing queued");
+        return InvocationReply::new()
+            .http(RESPONSE, HttpOutput::json(202, r#"{"status":"ignored"}"#))
+            .log(format!(
+                "POST {FUNCTION} -> 202 {survey_id}/{response_id} ({auth}): {why}; nothing queued"
+            ));
+    }
+    if d.auth == Auth::Unsigned {
+        tracing::warn!(invocation_id = %inv.id, function = FUNCTION, survey_id = %survey_id, response_id = %response_id, auth, "unauthenticated delivery accepted (allow_unsigned)");
+    }
+    let message = TicketRequest {
+        v: TicketRequest::VERSION,
+        survey_id: survey_id.clone(),
+        response_id: response_id.clone(),
+        source: RequestSource::Webhook,
+        topic: d.topic.clone(),
+        received_at: received_at(),
+    }
+    .to_text();
+    tracing::info!(invocation_id = %inv.id, function = FUNCTION, survey_id = %survey_id, response_id = %response_id, auth, outcome = "queued", "webhook delivery queued");
+    InvocationReply::new()
+        .http(RESPONSE, HttpOutput::json(202, r#"{"status":"queued"}"#))
+        .queue(TICKETS, vec![message])
+        .log(format!(
+            "POST {FUNCTION} -> 202 {survey_id}/{response_id} ({auth}): ticket request queued"
+        ))
+}
+
+/// Now, RFC 3339 UTC to the second (`2026-01-31T12:00:00Z`).
+fn received_at() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Checks one POST and says what it is about, or why it is refused.
+pub async fn intake(app: &App, req: &HttpTrigger) -> Result<Delivery, Refusal> {
+    let body = req.raw_body().unwrap_or("");
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Refusal::TooLarge);
+    }
+    let media = req.media_type();
+    let is_form = match media.as_deref() {
+        Some("application/x-www-form-urlencoded") => true,
+        Some("application/json") => false,
+        _ => return Err(Refusal::UnsupportedMedia),
+    };
+    if body.is_empty() {
+        return Err(Refusal::Empty);
+    }
+    // The host decodes text bodies lossily: U+FFFD is where invalid UTF-8 was.
+    if body.contains('\u{FFFD}') {
+        return Err(Refusal::NotUtf8);
+    }
+    if is_form {
+        form_delivery(app, body).await
+    } else {
+        workflow_delivery(app, req, body).await
+    }
+}
+
+async fn form_delivery(app: &App, body: &str) -> Result<Delivery, Refusal> {
+    let form = verify::parse_form(body)?;
+    let topic = form.topic.as_deref().and_then(clean_topic);
+    if form.is_signed_shape() {
+        let msg = form.msg.as_deref().ok_or(Refusal::HmacWithoutMsg)?;
+        let hmac = form.hmac.as_deref().ok_or(Refusal::MissingHmac)?;
+        let key = verify_signature(app, msg, hmac).await?;
+        // Only now is MSG trusted; the ids come from it, never from Topic.
+        let subject = verify::parse_msg(msg)?;
+        return Ok(Delivery {
+            subject,
+            topic,
+            auth: Auth::Hmac(key),
+        });
+    }
+    if form.survey_id.is_none() && form.response_id.is_none() {
+        return Err(Refusal::NotADelivery);
+    }
+    let subject = verify::flat_subject(&form)?;
+    let allowed = app
+        .bridge
+        .survey(&subject.survey_id)
+        .is_some_and(|s| s.allow_unsigned);
+    if !allowed {
+        return Err(Refusal::Unsigned);
+    }
+    Ok(Delivery {
+        subject,
+        topic,
+        auth: Auth::Unsigned,
+    })
+}
+
+async fn workflow_delivery(app: &App, req: &HttpTrigger, body: &str) -> Result<Delivery, Refusal> {
+    let presented = req
+        .header("authorization")
+        .and_then(verify::bearer)
+        .or_else(|| req.header("x-bridge-token").map(str::trim))
+        .ok_or(Refusal::Token)?;
+    let name = SecretName::QualtricsWorkflowToken;
+    let matches = |token: &Option<Secret>| {
+        token
+            .as_ref()
+            .is_some_and(|t| verify::token_matches(t.expose().as_bytes(), presented.as_bytes()))
+    };
+    let token = app
+        .secrets
+        .get(name)
+        .await
+        .map_err(|_| Refusal::SecretsUnavailable)?;
+    if !matches(&token) {
+        // The token may have been rotated since it was cached.
+        if !matches!(app.secrets.refresh(name).await, Ok(true)) {
+            return Err(Refusal::Token);
+        }
+        let token = app.secrets.get(name).await.map_err(|_| Refusal::Token)?;
+        if !matches(&token) {
+            return Err(Refusal::Token);
+        }
+    }
+    Ok(Delivery {
+        subject: verify::parse_workflow(body)?,
+        topic: None,
+        auth: Auth::Token,
+    })
+}
+
+const KEYS: [SecretName; 2] = [
+    SecretName::QualtricsWebhookKey,
+    SecretName::QualtricsWebhookKeyPrevious,
+];
+
+/// The configured webhook keys (current first). A failure to read the current key is
+/// transient; a failure to read the previous one only loses the rotation grace.
+async fn webhook_keys(app: &App) -> Result<Vec<(SecretName, Secret)>, Refusal> {
+    let mut keys = Vec::with_capacity(2);
+    for name in KEYS {
+        match app.secrets.get(name).await {
+            Ok(Some(s)) => keys.push((name, s)),
+            Ok(None) => {}
+            Err(e) if name == SecretName::QualtricsWebhookKey => {
+                tracing::error!(function = FUNCTION, error = %e, "webhook key unavailable");
+                return Err(Refusal::SecretsUnavailable);
+            }
+            Err(e) => {
+                tracing::warn!(function = FUNCTION, error = %e, "previous webhook key unavailable")
+            }
+        }
+    }
+    Ok(keys)
+}
+
+fn check(
+    keys: &[(SecretName, Secret)],
+    msg: &str,
+    hmac: &str,
+) -> Result<SecretName, SignatureError> {
+    let raw: Vec<&[u8]> = keys.iter().map(|(_, s)| s.expose().as_bytes()).collect();
+    verify::verify_hmac(msg.as_bytes(), hmac, &raw).map(|i| keys[i].0)
+}
+
+/// Verifies `HMAC`; on a mismatch with every cached key, re-reads the keys once (rate-limited
+/// by the provider) in case they were rotated, then decides.
+async fn verify_signature(app: &App, msg: &str, hmac: &str) -> Result<SecretName, Refusal> {
+    let keys = webhook_keys(app).await?;
+    match check(&keys, msg, hmac) {
+        Ok(name) => Ok(name),
+        Err(SignatureError::Malformed) => Err(SignatureError::Malformed.into()),
+        Err(first) => {
+            let mut refreshed = false;
+            for name in KEYS {
+                refreshed |= matches!(app.secrets.refresh(name).await, Ok(true));
+            }
+            if !refreshed {
+                if first == SignatureError::NoKey {
+                    tracing::error!(
+                        function = FUNCTION,
+                        "no webhook key configured: every signed delivery is refused"
+                    );
+                }
+                return Err(first.into());
+            }
+            let keys = webhook_keys(app).await?;
+            check(&keys, msg, hmac).map_err(Refusal::from)
+        }
+    }
+}
+
+/// `Topic` is unauthenticated: carried into the message only when short and printable.
+fn clean_topic(topic: &str) -> Option<String> {
+    let ok = !topic.is_empty()
+        && topic.chars().count() <= MAX_TOPIC_CHARS
+        && !topic.chars().any(char::is_control);
+    ok.then(|| topic.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BridgeConfig;
+    use serde_json::{json, Value};
+
+    /// The app as start-up builds it (no bridge file), with `toml` as its survey table.
+    fn app(toml: &str) -> App {
+        let dir = std::env::temp_dir();
+        let settings = crate::config::HandlerSettings {
+            port: 1,
+            bridge_config: dir.join("webhook-unit-no-such-bridge.toml"),
+            app_root: dir,
+        };
+        let mut app = App::load(&settings).unwrap();
+        app.bridge = BridgeConfig::parse(toml).unwrap();
+        app
+    }
+
+    fn envelope(method: &str, headers: Value, body: Option<&str>) -> Envelope {
+        let mut req =
+            json!({"Url": "http://x/api/qualtrics/events", "Method": method, "Headers": headers});
+        if let Some(b) = body {
+            req["Body"] = json!(b);
+        }
+        Envelope::parse(
+            json!({"Data": {"req": req}, "Metadata": {}})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    async fn run(app: &App, headers: Value, body: Option<&str>) -> Value {
+        let inv = Invocation {
+            id: "t".into(),
+            function: FUNCTION,
+        };
+        let reply = invoke(app, &inv, envelope("POST", headers, body))
+            .await
+            .unwrap();
+        serde_json::from_slice(&reply.to_json()).unwrap()
+    }
+
+    fn form_body(key: &str, survey: &str, response: &str) -> String {
+        let msg =
+            format!(r#"{{"Status":"Complete","SurveyID":"{survey}","ResponseID":"{response}"}}"#);
+        let sig = verify::sign(key.as_bytes(), msg.as_bytes());
+        let enc: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair(
+                "Topic",
+                &format!("b.surveyengine.completedResponse.{survey}"),
+            )
+            .append_pair("MSG", &msg)
+            .append_pair("HMAC", &sig)
+            .finish();
+        enc
+    }
+
+    /// One test touches the process environment (secrets come from env here), so the steps
+    /// run in order: rotation by refresh, its rate limit, workflow token, outcomes.
+    #[tokio::test]
+    async fn glue_end_to_end_in_process() {
+        let form = json!({"Content-Type": ["application/x-www-form-urlencoded"]});
+        std::env::set_var("QUALTRICS_WEBHOOK_KEY", "k1");
+        std::env::remove_var("QUALTRICS_WEBHOOK_KEY_PREVIOUS");
+        std::env::set_var("QUALTRICS_WORKFLOW_TOKEN", "tok");
+        let app = app("[[surveys]]\nid = \"SV_1\"\n[surveys.tickets]\nsystem = \"zendesk\"\n[[surveys]]\nid = \"SV_2\"\n");
+
+        let v = run(&app, form.clone(), Some(&form_body("k1", "SV_1", "R_1"))).await;
+        assert_eq!(v["Outputs"]["res"]["statusCode"], "202", "{v}");
+        let text = v["Outputs"]["tickets"][0].as_str().unwrap();
+        let msg = TicketRequest::parse(text).unwrap();
+        assert_eq!(
+            (msg.survey_id.as_str(), msg.response_id.as_str()),
+            ("SV_1", "R_1")
+        );
+        assert_eq!(msg.source, RequestSource::Webhook);
+        assert!(
+            msg.received_at.ends_with('Z') && msg.received_at.len() == 20,
+            "{}",
+            msg.received_at
+        );
+        assert!(v["Logs"][0].as_str().unwrap().contains("SV_1/R_1"));
+
+        // The key is rotated behind the cache: the first mismatch forces one re-read.
+        std::env::set_var("QUALTRICS_WEBHOOK_KEY", "k2");
+        let v = run(&app, form.clone(), Some(&form_body("k2", "SV_1", "R_2"))).await;
+        assert_eq!(v["Outputs"]["res"]["statusCode"], "202", "{v}");
+        // Forced re-reads are rate-limited: the old key now fails without another read.
+        let v = run(&app, form.clone(), Some(&form_body("k1", "SV_1", "R_3"))).await;
+        assert_eq!(v["Outputs"]["res"]["statusCode"], "401", "{v}");
+        assert!(v["Outputs"].get("tickets").is_none());
+        assert_eq!(v["Outputs"]["res"]["body"], r#"{"error":"bad signature"}"#);
+
+        // Known survey without tickets, unknown survey: 202, nothing queued.
+        for survey in ["SV_2", "SV_9"] {
+            let v = run(&app, form.clone(), Some(&form_body("k2", survey, "R_4"))).await;
+            assert_eq!(v["Outputs"]["res"]["statusCode"], "202", "{v}");
+            assert!(v["Outputs"].get("tickets").is_none(), "{v}");
+        }
+
+        // Workflow JSON with either header; wrong token and wrong header refused.
+        let body = r#"{"surveyId":"SV_1","responseId":"R_5","nps":3}"#;
+        for (headers, want) in [
+            (
+                json!({"Content-Type": ["application/json"], "Authorization": ["Bearer tok"]}),
+                "202",
+            ),
+            (
+                json!({"Content-Type": ["application/json; charset=utf-8"], "x-bridge-token": ["tok"]}),
+                "202",
+            ),
+            (
+                json!({"Content-Type": ["application/json"], "Authorization": ["Bearer tok2"]}),
+                "401",
+            ),
+            (
+                json!({"Content-Type": ["application/json"], "X-Api-Key": ["tok"]}),
+                "401",
+            ),
+        ] {
+            let v = run(&app, headers, Some(body)).await;
+            assert_eq!(v["Outputs"]["res"]["statusCode"], want, "{v}");
+            assert_eq!(v["Outputs"].get("tickets").is_some(), want == "202", "{v}");
+        }
+
+        // Nothing logged carries the key or the MAC.
+        let b = form_body("k2", "SV_1", "R_6");
+        let v = run(&app, form.clone(), Some(&b)).await;
+        let all = v.to_string();
+        assert!(!all.contains("k2\"") && !all.contains(&verify::sign(b"k2", b"x")[..10]));
+    }
+
+    #[test]
+    fn topic_is_kept_only_when_tame() {
+        assert_eq!(
+            clean_topic("b.surveyengine.completedResponse.SV_1").as_deref(),
+            Some("b.surveyengine.completedResponse.SV_1")
+        );
+        assert_eq!(clean_topic(""), None);
+        assert_eq!(clean_topic("a\nb"), None);
+        assert_eq!(clean_topic(&"x".repeat(300)), None);
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(Refusal::TooLarge.status(), 413);
+        assert_eq!(Refusal::UnsupportedMedia.status(), 415);
+        assert_eq!(Refusal::Signature(SignatureError::Mismatch).status(), 401);
+        assert_eq!(
+            Refusal::Signature(SignatureError::Mismatch).to_string(),
+            "bad signature"
+        );
+        assert_eq!(Refusal::Form(FormError::BadEscape).status(), 400);
+    }
 }

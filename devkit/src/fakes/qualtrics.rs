@@ -1,0 +1,793 @@
+//! Fake Qualtrics API v3 (reference `external-apis.md` §1.2–1.3, §1.5–1.6, §5) on
+//! `http://127.0.0.1:{port}` — plain HTTP is allowed for loopback.
+//!
+//! * A per-survey append-only response log `(seq, response)`; `add_responses` appends,
+//!   `add_synthetic_survey(n, bytes)` declares `n` large responses generated on the fly
+//!   (never held in memory).
+//! * Export jobs progress over several polls (`set_polls`), then `complete` with a `fileId`
+//!   and a `continuationToken` that encodes the survey's max `seq` at job start; a token
+//!   export returns `seq > token`. `startDate` filters on `recordedDate`.
+//! * The file is a ZIP streamed as it is generated: one deflated `<survey>.json` entry with a
+//!   data descriptor, then a central directory.
+//! * Faults: `fail_next_exports` (`failed` at 100 %), `throttle_next` (429 with or without
+//!   `Retry-After`), `error_next` (500), `set_poll_delay` (slow polls), `reject_tokens`
+//!   (400 on any continuation token), `truncate_next_file` (a download cut short).
+//! * Strict: unknown or case-wrong body keys give 400; `X-API-TOKEN` or `Authorization:
+//!   Bearer` required. Every call is recorded (`calls`).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One recorded call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub body: Option<Value>,
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    seq: u64,
+    recorded_ms: i64,
+    id: String,
+}
+
+#[derive(Debug, Default)]
+struct Survey {
+    /// Synthetic responses occupy seq 1..=synthetic.
+    synthetic: u64,
+    synthetic_bytes: usize,
+    synthetic_base_ms: i64,
+    log: Vec<Stored>,
+}
+
+impl Survey {
+    fn max_seq(&self) -> u64 {
+        self.log.last().map_or(self.synthetic, |s| s.seq)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    survey: String,
+    after_seq: u64,
+    upto_seq: u64,
+    start_ms: Option<i64>,
+    polls_needed: u32,
+    polls: u32,
+    fail: bool,
+    token: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    fail_exports: u32,
+    throttle: u32,
+    throttle_retry_after: Option<u64>,
+    errors: u32,
+    reject_tokens: bool,
+    poll_delay: Duration,
+    truncate_files: u32,
+}
+
+struct Inner {
+    api_token: String,
+    surveys: HashMap<String, Survey>,
+    jobs: HashMap<String, Job>,
+    next_job: u64,
+    polls_needed: u32,
+    faults: Faults,
+    calls: Vec<Call>,
+    compression: u32,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+/// A running fake; dropping it stops the server.
+pub struct FakeQualtrics {
+    pub base_url: String,
+    inner: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeQualtrics {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The JSON object of synthetic response `seq`, padded to about `bytes`.
+pub fn synthetic_response(seq: u64, recorded_ms: i64, bytes: usize) -> String {
+    let id = format!("R_syn{seq:012}");
+    let rec = rfc3339(recorded_ms);
+    let head = format!(
+        r#"{{"responseId":"{id}","values":{{"startDate":"{rec}","endDate":"{rec}","status":0,"ipAddress":"203.0.113.7","progress":100,"duration":{},"finished":1,"recordedDate":"{rec}","_recordId":"{id}","distributionChannel":"anonymous","userLanguage":"EN","QID1":{},"QID2_TEXT":""#,
+        seq % 600,
+        seq % 11
+    );
+    let tail = format!(
+        r#""}},"labels":{{"status":"IP Address","finished":"True","QID1":"{}"}},"displayedFields":["QID1","QID2_TEXT"],"displayedValues":{{"QID1":[0,1,2,3,4,5,6,7,8,9,10]}}}}"#,
+        seq % 11
+    );
+    let pad = bytes.saturating_sub(head.len() + tail.len());
+    let mut s = String::with_capacity(head.len() + pad + tail.len());
+    s.push_str(&head);
+    const FILLER: &str = "The service was fine but the wait was long; staff were friendly. ";
+    while s.len() < head.len() + pad {
+        let n = (head.len() + pad - s.len()).min(FILLER.len());
+        s.push_str(&FILLER[..n]);
+    }
+    s.push_str(&tail);
+    s
+}
+
+fn envelope_error(status: StatusCode, message: &str) -> Response {
+    let code = status.as_u16();
+    let reason = match code {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        _ => "Error",
+    };
+    let body = json!({"meta":{"httpStatus": format!("{code} - {reason}"),"requestId": uuid::Uuid::new_v4().to_string(),
+        "error":{"errorMessage": message, "errorCode": format!("FAKE_{code}")}}});
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn ok(result: Value) -> Response {
+    let body = json!({"result": result, "meta":{"httpStatus":"200 - OK","requestId": uuid::Uuid::new_v4().to_string()}});
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+impl FakeQualtrics {
+    /// Starts the fake; clients must send `api_token`.
+    pub async fn start(api_token: &str) -> std::io::Result<Self> {
+        let inner = Arc::new(Mutex::new(Inner {
+            api_token: api_token.into(),
+            surveys: HashMap::new(),
+            jobs: HashMap::new(),
+            next_job: 1,
+            polls_needed: 3,
+            faults: Faults::default(),
+            calls: Vec::new(),
+            compression: 1,
+        }));
+        let app = Router::new()
+            .route("/API/v3/surveys/{sid}/export-responses", post(start_export))
+            .route(
+                "/API/v3/surveys/{sid}/export-responses/{pid}",
+                get(progress),
+            )
+            .route(
+                "/API/v3/surveys/{sid}/export-responses/{fid}/file",
+                get(file),
+            )
+            .route("/API/v3/surveys/{sid}/responses/{rid}", get(one_response))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let port = listener.local_addr()?.port();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            base_url: format!("http://127.0.0.1:{port}"),
+            inner,
+            task,
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().expect("fake lock"))
+    }
+
+    /// Appends `n` responses recorded now; returns their ids.
+    pub fn add_responses(&self, survey: &str, n: usize) -> Vec<String> {
+        self.with(|i| {
+            let s = i.surveys.entry(survey.into()).or_default();
+            (0..n)
+                .map(|_| {
+                    let seq = s.max_seq() + 1;
+                    let id = format!("R_live{seq:010}");
+                    s.log.push(Stored {
+                        seq,
+                        recorded_ms: now_ms(),
+                        id: id.clone(),
+                    });
+                    id
+                })
+                .collect()
+        })
+    }
+
+    /// Declares a survey of `count` synthetic responses of about `bytes` each.
+    pub fn add_synthetic_survey(&self, survey: &str, count: u64, bytes: usize) {
+        self.with(|i| {
+            let s = i.surveys.entry(survey.into()).or_default();
+            s.synthetic = count;
+            s.synthetic_bytes = bytes;
+            s.synthetic_base_ms = now_ms() - count as i64 * 10;
+        })
+    }
+
+    /// Every response id of a survey, in log order.
+    pub fn response_ids(&self, survey: &str) -> Vec<String> {
+        self.with(|i| {
+            let Some(s) = i.surveys.get(survey) else {
+                return vec![];
+            };
+            (1..=s.synthetic)
+                .map(|q| format!("R_syn{q:012}"))
+                .chain(s.log.iter().map(|r| r.id.clone()))
+                .collect()
+        })
+    }
+
+    pub fn set_polls(&self, n: u32) {
+        self.with(|i| i.polls_needed = n.max(1));
+    }
+    pub fn set_poll_delay(&self, d: Duration) {
+        self.with(|i| i.faults.poll_delay = d);
+    }
+    pub fn fail_next_exports(&self, n: u32) {
+        self.with(|i| i.faults.fail_exports = n);
+    }
+    /// The next `n` calls answer 429, with `Retry-After: secs` when given.
+    pub fn throttle_next(&self, n: u32, retry_after: Option<u64>) {
+        self.with(|i| {
+            i.faults.throttle = n;
+            i.faults.throttle_retry_after = retry_after;
+        });
+    }
+    pub fn error_next(&self, n: u32) {
+        self.with(|i| i.faults.errors = n);
+    }
+    pub fn reject_tokens(&self, on: bool) {
+        self.with(|i| i.faults.reject_tokens = on);
+    }
+    pub fn truncate_next_files(&self, n: u32) {
+        self.with(|i| i.faults.truncate_files = n);
+    }
+    /// Deflate level of export files (0 = stored blocks, 1 = fastest … 9).
+    pub fn set_compression(&self, level: u32) {
+        self.with(|i| i.compression = level.min(9));
+    }
+    pub fn calls(&self) -> Vec<Call> {
+        self.with(|i| i.calls.clone())
+    }
+}
+
+/// Auth, recording and the injected 429/500 faults common to every route: `Some` is the
+/// error answer to send instead of the route's own.
+fn gate(
+    inner: &mut Inner,
+    method: &str,
+    path: String,
+    headers: &HeaderMap,
+    body: Option<Value>,
+) -> Option<Response> {
+    let token_ok = headers
+        .get("x-api-token")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == inner.api_token)
+        || headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer "));
+    let (status, mut resp) = if !token_ok {
+        (
+            401,
+            Some(envelope_error(
+                StatusCode::UNAUTHORIZED,
+                "Invalid API token",
+            )),
+        )
+    } else if inner.faults.throttle > 0 {
+        inner.faults.throttle -= 1;
+        let mut r = envelope_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
+        if let Some(s) = inner.faults.throttle_retry_after {
+            r.headers_mut()
+                .insert("retry-after", s.to_string().parse().expect("header"));
+        }
+        (429, Some(r))
+    } else if inner.faults.errors > 0 {
+        inner.faults.errors -= 1;
+        (
+            500,
+            Some(envelope_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+            )),
+        )
+    } else {
+        (200, None)
+    };
+    inner.calls.push(Call {
+        method: method.into(),
+        path,
+        status,
+        body,
+    });
+    resp.take()
+}
+
+fn set_last_status(inner: &mut Inner, status: u16) {
+    if let Some(c) = inner.calls.last_mut() {
+        c.status = status;
+    }
+}
+
+const ALLOWED_KEYS: &[&str] = &[
+    "format",
+    "compress",
+    "startDate",
+    "endDate",
+    "limit",
+    "useLabels",
+    "includeLabelColumns",
+    "seenUnansweredRecode",
+    "multiselectSeenUnansweredRecode",
+    "includeDisplayOrder",
+    "formatDecimalAsComma",
+    "timeZone",
+    "newlineReplacement",
+    "questionIds",
+    "embeddedDataIds",
+    "surveyMetadataIds",
+    "exportResponsesInProgress",
+    "breakoutSets",
+    "filterId",
+    "allowContinuation",
+    "continuationToken",
+    "sortByLastModifiedDate",
+    "includeWaveWeights",
+];
+
+fn encode_token(survey: &str, seq: u64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("ct:{survey}:{seq}"))
+}
+
+fn decode_token(survey: &str, t: &str) -> Option<u64> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(t)
+        .ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let rest = s
+        .strip_prefix("ct:")?
+        .strip_prefix(survey)?
+        .strip_prefix(':')?;
+    rest.parse().ok()
+}
+
+async fn start_export(
+    State(inner): State<Shared>,
+    Path(sid): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Option<Value> = serde_json::from_slice(&body).ok();
+    let mut i = inner.lock().expect("fake lock");
+    let path = format!("/API/v3/surveys/{sid}/export-responses");
+    if let Some(r) = gate(&mut i, "POST", path, &headers, body.clone()) {
+        return r;
+    }
+    let fail = |i: &mut Inner, status: StatusCode, msg: &str| {
+        set_last_status(i, status.as_u16());
+        envelope_error(status, msg)
+    };
+    let Some(Value::Object(b)) = body else {
+        return fail(
+            &mut i,
+            StatusCode::BAD_REQUEST,
+            "Invalid request. Missing or invalid parameter Request.",
+        );
+    };
+    if let Some(k) = b.keys().find(|k| !ALLOWED_KEYS.contains(&k.as_str())) {
+        let msg = format!("Invalid request. Unknown parameter {k}.");
+        return fail(&mut i, StatusCode::BAD_REQUEST, &msg);
+    }
+    if !matches!(
+        b.get("format").and_then(Value::as_str),
+        Some("json" | "ndjson")
+    ) {
+        return fail(
+            &mut i,
+            StatusCode::BAD_REQUEST,
+            "format must be json or ndjson in this fake",
+        );
+    }
+    if b.contains_key("allowContinuation") && b.contains_key("filterId") {
+        return fail(
+            &mut i,
+            StatusCode::BAD_REQUEST,
+            "allowContinuation cannot be combined with filterId",
+        );
+    }
+    let Some(survey) = i.surveys.get(&sid) else {
+        return fail(&mut i, StatusCode::NOT_FOUND, "Survey not found");
+    };
+    let max = survey.max_seq();
+    let after_seq = match b.get("continuationToken").and_then(Value::as_str) {
+        Some(t) => {
+            let reject = i.faults.reject_tokens;
+            match decode_token(&sid, t) {
+                Some(seq) if !reject => seq,
+                _ => {
+                    return fail(
+                        &mut i,
+                        StatusCode::BAD_REQUEST,
+                        "Invalid continuation token",
+                    )
+                }
+            }
+        }
+        None => 0,
+    };
+    let start_ms = match b.get("startDate").and_then(Value::as_str) {
+        None => None,
+        Some(d) => {
+            match time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339) {
+                Ok(t) => Some((t.unix_timestamp_nanos() / 1_000_000) as i64),
+                Err(_) => return fail(&mut i, StatusCode::BAD_REQUEST, "Invalid startDate"),
+            }
+        }
+    };
+    let continuation = b.get("allowContinuation").and_then(Value::as_bool) == Some(true)
+        || b.contains_key("continuationToken");
+    let pid = format!("ES_fake{:08}", i.next_job);
+    i.next_job += 1;
+    let fail_job = i.faults.fail_exports > 0;
+    if fail_job {
+        i.faults.fail_exports -= 1;
+    }
+    let job = Job {
+        survey: sid.clone(),
+        after_seq,
+        upto_seq: max,
+        start_ms,
+        polls_needed: i.polls_needed,
+        polls: 0,
+        fail: fail_job,
+        token: continuation.then(|| encode_token(&sid, max)),
+    };
+    i.jobs.insert(pid.clone(), job);
+    ok(json!({"progressId": pid, "percentComplete": 0.0, "status": "inProgress"}))
+}
+
+async fn progress(
+    State(inner): State<Shared>,
+    Path((sid, pid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let delay = {
+        let mut i = inner.lock().expect("fake lock");
+        let path = format!("/API/v3/surveys/{sid}/export-responses/{pid}");
+        if let Some(r) = gate(&mut i, "GET", path, &headers, None) {
+            return r;
+        }
+        i.faults.poll_delay
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut i = inner.lock().expect("fake lock");
+    let Some(job) = i.jobs.get_mut(&pid).filter(|j| j.survey == sid) else {
+        set_last_status(&mut i, 404);
+        return envelope_error(StatusCode::NOT_FOUND, "Export not found");
+    };
+    job.polls += 1;
+    if job.polls < job.polls_needed {
+        let pct = 100.0 * job.polls as f64 / job.polls_needed as f64;
+        return ok(json!({"percentComplete": pct, "status": "inProgress"}));
+    }
+    if job.fail {
+        return ok(json!({"fileId": null, "percentComplete": 100, "status": "failed"}));
+    }
+    let mut r =
+        json!({"fileId": format!("{pid}-file"), "percentComplete": 100.0, "status": "complete"});
+    if let Some(t) = &job.token {
+        r["continuationToken"] = Value::String(t.clone());
+    }
+    ok(r)
+}
+
+async fn one_response(
+    State(inner): State<Shared>,
+    Path((sid, rid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut i = inner.lock().expect("fake lock");
+    let path = format!("/API/v3/surveys/{sid}/responses/{rid}");
+    if let Some(r) = gate(&mut i, "GET", path, &headers, None) {
+        return r;
+    }
+    let found = i.surveys.get(&sid).and_then(|s| {
+        if let Some(seq) = rid
+            .strip_prefix("R_syn")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            (seq >= 1 && seq <= s.synthetic).then(|| {
+                synthetic_response(
+                    seq,
+                    s.synthetic_base_ms + seq as i64 * 10,
+                    s.synthetic_bytes,
+                )
+            })
+        } else {
+            s.log.iter().find(|r| r.id == rid).map(|r| {
+                synthetic_response(r.seq, r.recorded_ms, 600)
+                    .replace(&format!("R_syn{:012}", r.seq), &r.id)
+            })
+        }
+    });
+    match found {
+        Some(text) => ok(serde_json::from_str(&text).unwrap_or(Value::Null)),
+        None => {
+            set_last_status(&mut i, 404);
+            envelope_error(StatusCode::NOT_FOUND, "Response not found")
+        }
+    }
+}
+
+/// `Write` into the response body channel (blocking side).
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+    written: u64,
+    limit: Option<u64>,
+}
+
+impl ChannelWriter {
+    fn flush_buf(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(64 * 1024));
+        if let Some(limit) = self.limit {
+            if self.written + chunk.len() as u64 > limit {
+                chunk.truncate(limit.saturating_sub(self.written) as usize);
+                let _ = self.tx.blocking_send(Ok(Bytes::from(chunk)));
+                return Err(std::io::Error::other("truncated on purpose"));
+            }
+        }
+        self.written += chunk.len() as u64;
+        self.tx
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| std::io::Error::other("client went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 64 * 1024 {
+            self.flush_buf()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.flush_buf()
+    }
+}
+
+async fn file(
+    State(inner): State<Shared>,
+    Path((sid, fid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (job, synthetic, synthetic_bytes, base_ms, log, level, truncate) = {
+        let mut i = inner.lock().expect("fake lock");
+        let path = format!("/API/v3/surveys/{sid}/export-responses/{fid}/file");
+        if let Some(r) = gate(&mut i, "GET", path, &headers, None) {
+            return r;
+        }
+        let pid = fid.strip_suffix("-file").unwrap_or("");
+        let job = i
+            .jobs
+            .get(pid)
+            .filter(|j| j.survey == sid && j.polls >= j.polls_needed && !j.fail)
+            .cloned();
+        let Some(job) = job else {
+            set_last_status(&mut i, 404);
+            return envelope_error(StatusCode::NOT_FOUND, "File not found");
+        };
+        let truncate = i.faults.truncate_files > 0;
+        if truncate {
+            i.faults.truncate_files -= 1;
+        }
+        let s = &i.surveys[&sid];
+        let log: Vec<Stored> = s
+            .log
+            .iter()
+            .filter(|r| r.seq > job.after_seq && r.seq <= job.upto_seq)
+            .cloned()
+            .collect();
+        (
+            job,
+            s.synthetic,
+            s.synthetic_bytes,
+            s.synthetic_base_ms,
+            log,
+            i.compression,
+            truncate,
+        )
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let name = format!("{sid}.json");
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(64 * 1024),
+            written: 0,
+            limit: None,
+        };
+        let _ = write_zip(&mut w, &name, level, truncate, |out| {
+            out.write_all(b"{\"responses\":[")?;
+            let mut first = true;
+            let keep = |ms: i64| job.start_ms.is_none_or(|s| ms > s);
+            for seq in (job.after_seq + 1)..=job.upto_seq.min(synthetic) {
+                let ms = base_ms + seq as i64 * 10;
+                if !keep(ms) {
+                    continue;
+                }
+                if !first {
+                    out.write_all(b",")?;
+                }
+                first = false;
+                out.write_all(synthetic_response(seq, ms, synthetic_bytes).as_bytes())?;
+            }
+            for r in &log {
+                if !keep(r.recorded_ms) {
+                    continue;
+                }
+                if !first {
+                    out.write_all(b",\n")?;
+                }
+                first = false;
+                let text = synthetic_response(r.seq, r.recorded_ms, 600)
+                    .replace(&format!("R_syn{:012}", r.seq), &r.id);
+                out.write_all(text.as_bytes())?;
+            }
+            out.write_all(b"]}")
+        });
+        let _ = w.flush_buf();
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/octet-stream")
+        .body(Body::from_stream(stream))
+        .expect("response")
+}
+
+/// Writes a one-entry ZIP with a data descriptor (streamed: sizes unknown up front).
+fn write_zip(
+    w: &mut ChannelWriter,
+    name: &str,
+    level: u32,
+    truncate: bool,
+    content: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut header = Vec::new();
+    header.extend_from_slice(b"PK\x03\x04");
+    header.extend_from_slice(&20u16.to_le_bytes());
+    header.extend_from_slice(&8u16.to_le_bytes()); // data descriptor follows
+    header.extend_from_slice(&8u16.to_le_bytes()); // deflate
+    header.extend_from_slice(&[0, 0, 0x21, 0]); // time, date
+    header.extend_from_slice(&[0; 12]); // crc, sizes: in the descriptor
+    header.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    header.extend_from_slice(&0u16.to_le_bytes());
+    header.extend_from_slice(name.as_bytes());
+    w.write_all(&header)?;
+    struct Counting<'a> {
+        inner: &'a mut ChannelWriter,
+        n: u64,
+    }
+    impl Write for Counting<'_> {
+        fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
+            self.inner.write_all(d)?;
+            self.n += d.len() as u64;
+            Ok(d.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    struct Crc<W> {
+        inner: W,
+        crc: crc32fast::Hasher,
+        n: u64,
+    }
+    impl<W: Write> Write for Crc<W> {
+        fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
+            let n = self.inner.write(d)?;
+            self.crc.update(&d[..n]);
+            self.n += n as u64;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+    }
+    if truncate {
+        w.limit = Some(w.written + w.buf.len() as u64 + 64);
+    }
+    let counting = Counting { inner: w, n: 0 };
+    let enc = flate2::write::DeflateEncoder::new(counting, flate2::Compression::new(level));
+    let mut crc = Crc {
+        inner: std::io::BufWriter::with_capacity(64 * 1024, enc),
+        crc: crc32fast::Hasher::new(),
+        n: 0,
+    };
+    content(&mut crc)?;
+    let (crc_sum, raw) = (crc.crc.clone().finalize(), crc.n);
+    let enc = crc.inner.into_inner().map_err(|e| e.into_error())?;
+    let counting = enc.finish()?;
+    let compressed = counting.n;
+    let w = counting.inner;
+    let mut tail = Vec::new();
+    tail.extend_from_slice(b"PK\x07\x08");
+    tail.extend_from_slice(&crc_sum.to_le_bytes());
+    tail.extend_from_slice(&(compressed.min(u32::MAX as u64) as u32).to_le_bytes());
+    tail.extend_from_slice(&(raw.min(u32::MAX as u64) as u32).to_le_bytes());
+    let cd_offset = (header.len() as u64 + compressed + 16).min(u32::MAX as u64) as u32;
+    let mut cd = Vec::new();
+    cd.extend_from_slice(b"PK\x01\x02");
+    cd.extend_from_slice(&20u16.to_le_bytes());
+    cd.extend_from_slice(&20u16.to_le_bytes());
+    cd.extend_from_slice(&8u16.to_le_bytes());
+    cd.extend_from_slice(&8u16.to_le_bytes());
+    cd.extend_from_slice(&[0, 0, 0x21, 0]);
+    cd.extend_from_slice(&crc_sum.to_le_bytes());
+    cd.extend_from_slice(&(compressed.min(u32::MAX as u64) as u32).to_le_bytes());
+    cd.extend_from_slice(&(raw.min(u32::MAX as u64) as u32).to_le_bytes());
+    cd.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    cd.extend_from_slice(&[0; 12]); // extra, comment, disk, attrs
+    cd.extend_from_slice(&0u32.to_le_bytes()); // local header offset
+    cd.extend_from_slice(name.as_bytes());
+    tail.extend_from_slice(&cd);
+    tail.extend_from_slice(b"PK\x05\x06");
+    tail.extend_from_slice(&[0; 4]);
+    tail.extend_from_slice(&1u16.to_le_bytes());
+    tail.extend_from_slice(&1u16.to_le_bytes());
+    tail.extend_from_slice(&(cd.len() as u32).to_le_bytes());
+    tail.extend_from_slice(&cd_offset.to_le_bytes());
+    tail.extend_from_slice(&0u16.to_le_bytes());
+    w.write_all(&tail)
+}

@@ -1,0 +1,680 @@
+//! The Qualtrics API v3 client (reference `external-apis.md` §1): base URL from
+//! `QUALTRICS_BASE_URL` (https, or http on loopback only), `X-API-TOKEN` from the secrets
+//! provider, the `meta.error` envelope as a typed error, the `requestId` of every call in the
+//! log, bounded retries with exponential backoff and jitter for 5xx and transport errors, and
+//! 429 handling (`Retry-After` when present, adaptive otherwise) through one [`Throttle`]
+//! shared by every call of the process and one [`CallBudget`] shared by a run.
+
+use crate::config::setting;
+use crate::secrets::{SecretName, SecretsProvider};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// Setting holding the Qualtrics base URL.
+pub const BASE_URL_SETTING: &str = "QUALTRICS_BASE_URL";
+
+/// A call failed. Never carries the token; messages are Qualtrics' own `errorMessage`.
+#[derive(Debug, thiserror::Error)]
+pub enum QualtricsError {
+    /// Qualtrics answered with an error envelope (or a non-2xx status).
+    #[error("qualtrics {op}: {http_status} ({error_code}): {message} [requestId {request_id}]")]
+    Api {
+        op: &'static str,
+        status: u16,
+        http_status: String,
+        error_code: String,
+        message: String,
+        request_id: String,
+    },
+    #[error("qualtrics {op}: transport error: {reason}")]
+    Transport { op: &'static str, reason: String },
+    /// 429s used up the run's throttle budget or its time.
+    #[error("qualtrics {op}: throttled (429) and the run's retry budget is spent")]
+    Throttled { op: &'static str },
+    /// The run's deadline would pass before the next attempt.
+    #[error("qualtrics {op}: out of time")]
+    OutOfTime { op: &'static str },
+    #[error("qualtrics {op}: unexpected reply: {reason}")]
+    Decode { op: &'static str, reason: String },
+    #[error("qualtrics: secret {0} is not available: {1}")]
+    Token(SecretName, String),
+    #[error("setting {BASE_URL_SETTING}: {0}")]
+    Config(String),
+}
+
+impl QualtricsError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// 404: no such survey/response/export (a response may not be readable yet).
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    /// Worth trying again later (5xx, 429, transport, time).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Api { status, .. } => *status >= 500 || *status == 429,
+            Self::Transport { .. } | Self::Throttled { .. } | Self::OutOfTime { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Retries of one call (5xx and transport errors).
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Process-wide 429 state: every call waits until `not_before`; the penalty doubles on each
+/// 429 without `Retry-After` (adaptive), and decays on success.
+#[derive(Debug)]
+pub struct Throttle {
+    state: Mutex<(Option<Instant>, Duration)>,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new((None, Duration::ZERO)),
+        }
+    }
+}
+
+impl Throttle {
+    const FLOOR: Duration = Duration::from_millis(250);
+    const CAP: Duration = Duration::from_secs(60);
+
+    fn wait_time(&self) -> Duration {
+        let s = self.state.lock().map(|s| s.0).unwrap_or(None);
+        s.map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+    }
+
+    fn on_429(&self, retry_after: Option<Duration>) -> Duration {
+        let Ok(mut s) = self.state.lock() else {
+            return Self::FLOOR;
+        };
+        let wait = match retry_after {
+            Some(d) => d.min(Self::CAP),
+            None => (s.1 * 2).clamp(Self::FLOOR, Self::CAP),
+        };
+        s.1 = wait.max(Self::FLOOR);
+        let until = Instant::now() + jitter(wait, 0.2);
+        s.0 = Some(s.0.map_or(until, |t| t.max(until)));
+        wait
+    }
+
+    fn on_success(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.1 /= 2;
+        }
+    }
+}
+
+/// What a run may spend: a deadline and a number of 429 retries, shared by all its surveys.
+#[derive(Debug)]
+pub struct CallBudget {
+    pub deadline: Option<Instant>,
+    throttle_retries: AtomicU32,
+}
+
+impl CallBudget {
+    pub fn new(deadline: Option<Instant>, throttle_retries: u32) -> Self {
+        Self {
+            deadline,
+            throttle_retries: AtomicU32::new(throttle_retries),
+        }
+    }
+
+    /// A budget for a single interactive call (e.g. enriching one webhook).
+    pub fn single_call() -> Self {
+        Self::new(Some(Instant::now() + Duration::from_secs(60)), 4)
+    }
+
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    fn fits(&self, wait: Duration) -> bool {
+        self.deadline.is_none_or(|d| Instant::now() + wait < d)
+    }
+
+    fn take_throttle_retry(&self) -> bool {
+        self.throttle_retries
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    pub fn throttle_retries_left(&self) -> u32 {
+        self.throttle_retries.load(Ordering::SeqCst)
+    }
+}
+
+/// One survey response (§1.6; the same object as an export entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SurveyResponse {
+    #[serde(rename = "responseId")]
+    pub response_id: String,
+    #[serde(default)]
+    pub values: Map<String, Value>,
+    #[serde(default)]
+    pub labels: Map<String, Value>,
+    /// `displayedFields`, `displayedValues` and anything else, as sent.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// `status` of an export job. Only `Complete` has a file; `percentComplete` is not trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportStatus {
+    InProgress,
+    Complete,
+    Failed,
+    Other(String),
+}
+
+/// The progress of an export job (§1.3.2).
+#[derive(Debug, Clone)]
+pub struct ExportProgress {
+    pub progress_id: Option<String>,
+    pub status: ExportStatus,
+    pub percent_complete: f64,
+    pub file_id: Option<String>,
+    pub continuation_token: Option<String>,
+}
+
+/// How to start an export (§1.3.1, §1.3.5). JSON format, zipped.
+#[derive(Debug, Clone, Default)]
+pub struct ExportRequest {
+    /// Export only what was recorded since the export that issued this token.
+    pub continuation_token: Option<String>,
+    /// RFC 3339 UTC; only responses recorded after it (the fallback window).
+    pub start_date: Option<String>,
+}
+
+impl ExportRequest {
+    fn body(&self) -> Value {
+        let mut b = serde_json::json!({ "format": "json", "compress": true });
+        match &self.continuation_token {
+            Some(t) => b["continuationToken"] = Value::String(t.clone()),
+            None => b["allowContinuation"] = Value::Bool(true),
+        }
+        if let Some(d) = &self.start_date {
+            b["startDate"] = Value::String(d.clone());
+        }
+        b
+    }
+}
+
+/// The Qualtrics client. Cheap to share (`&self` everywhere).
+#[derive(Debug)]
+pub struct QualtricsClient {
+    api: Url,
+    http: reqwest::Client,
+    retry: RetryPolicy,
+    throttle: Throttle,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    meta: Option<Meta>,
+}
+
+#[derive(Deserialize, Default)]
+struct Meta {
+    #[serde(default, rename = "httpStatus")]
+    http_status: Option<String>,
+    #[serde(default, rename = "requestId")]
+    request_id: Option<String>,
+    #[serde(default)]
+    notice: Option<String>,
+    #[serde(default)]
+    error: Option<MetaError>,
+}
+
+#[derive(Deserialize, Default)]
+struct MetaError {
+    #[serde(default, rename = "errorMessage")]
+    error_message: Option<String>,
+    #[serde(default, rename = "errorCode")]
+    error_code: Option<String>,
+}
+
+impl QualtricsClient {
+    /// The client for `QUALTRICS_BASE_URL`; `Ok(None)` when the setting is absent.
+    pub fn from_env() -> Result<Option<Self>, QualtricsError> {
+        match setting(BASE_URL_SETTING) {
+            None => Ok(None),
+            Some(v) => Self::new(&v, RetryPolicy::default()).map(Some),
+        }
+    }
+
+    /// `base` is `https://{dc}.qualtrics.com` (optionally ending in `/API/v3`); http is
+    /// accepted for loopback hosts only.
+    pub fn new(base: &str, retry: RetryPolicy) -> Result<Self, QualtricsError> {
+        let url = Url::parse(base.trim())
+            .map_err(|e| QualtricsError::Config(format!("not a URL: {e}")))?;
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            s => {
+                return Err(QualtricsError::Config(format!(
+                    "{s}:// is not allowed; use https (http only for loopback fakes)"
+                )))
+            }
+        }
+        let mut path = url.path().trim_end_matches('/').to_string();
+        if !path.ends_with("/API/v3") {
+            path.push_str("/API/v3");
+        }
+        let mut api = url.clone();
+        api.set_path(&format!("{path}/"));
+        api.set_query(None);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(4)
+            .build()
+            .map_err(|e| QualtricsError::Config(e.to_string()))?;
+        Ok(Self {
+            api,
+            http,
+            retry,
+            throttle: Throttle::default(),
+        })
+    }
+
+    /// The API root, ending in `/API/v3/`.
+    pub fn api_url(&self) -> &Url {
+        &self.api
+    }
+
+    /// `GET /surveys/{surveyId}/responses/{responseId}` (§1.6).
+    ///
+    /// **Stable signature** (the tickets function calls it): returns the response, or
+    /// `Err(e)` with `e.is_not_found()` for an unknown id (which may also mean "not readable
+    /// yet" right after a webhook: retry later) and `e.is_transient()` for 5xx/429/transport.
+    /// 5xx and transport errors are retried here (bounded); 429 waits per the shared throttle.
+    pub async fn get_response(
+        &self,
+        secrets: &SecretsProvider,
+        survey_id: &str,
+        response_id: &str,
+    ) -> Result<SurveyResponse, QualtricsError> {
+        const OP: &str = "get response";
+        let path = format!("surveys/{survey_id}/responses/{response_id}");
+        let budget = CallBudget::single_call();
+        let result = self
+            .call_json(OP, secrets, &budget, reqwest::Method::GET, &path, None)
+            .await?;
+        serde_json::from_value(result).map_err(|e| QualtricsError::Decode {
+            op: OP,
+            reason: e.to_string(),
+        })
+    }
+
+    /// `POST /surveys/{surveyId}/export-responses` (§1.3.1).
+    pub async fn start_export(
+        &self,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+        survey_id: &str,
+        request: &ExportRequest,
+    ) -> Result<ExportProgress, QualtricsError> {
+        const OP: &str = "start export";
+        let path = format!("surveys/{survey_id}/export-responses");
+        let body = request.body();
+        let r = self
+            .call_json(
+                OP,
+                secrets,
+                budget,
+                reqwest::Method::POST,
+                &path,
+                Some(&body),
+            )
+            .await?;
+        let p = progress(OP, &r)?;
+        if p.progress_id.is_none() {
+            return Err(QualtricsError::Decode {
+                op: OP,
+                reason: "no progressId".into(),
+            });
+        }
+        Ok(p)
+    }
+
+    /// `GET /surveys/{surveyId}/export-responses/{progressId}` (§1.3.2).
+    pub async fn export_progress(
+        &self,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+        survey_id: &str,
+        progress_id: &str,
+    ) -> Result<ExportProgress, QualtricsError> {
+        const OP: &str = "export progress";
+        let path = format!("surveys/{survey_id}/export-responses/{progress_id}");
+        let r = self
+            .call_json(OP, secrets, budget, reqwest::Method::GET, &path, None)
+            .await?;
+        progress(OP, &r)
+    }
+
+    /// `GET /surveys/{surveyId}/export-responses/{fileId}/file` (§1.3.3): the streaming
+    /// response once its status is 2xx (errors before the body are retried).
+    pub async fn download_export(
+        &self,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+        survey_id: &str,
+        file_id: &str,
+    ) -> Result<reqwest::Response, QualtricsError> {
+        const OP: &str = "download export";
+        let path = format!("surveys/{survey_id}/export-responses/{file_id}/file");
+        self.send(OP, secrets, budget, reqwest::Method::GET, &path, None)
+            .await
+    }
+
+    async fn call_json(
+        &self,
+        op: &'static str,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, QualtricsError> {
+        let resp = self.send(op, secrets, budget, method, path, body).await?;
+        let bytes = resp.bytes().await.map_err(|e| QualtricsError::Transport {
+            op,
+            reason: e.to_string(),
+        })?;
+        let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| QualtricsError::Decode {
+            op,
+            reason: format!("not a Qualtrics envelope: {e}"),
+        })?;
+        let request_id = env
+            .meta
+            .as_ref()
+            .and_then(|m| m.request_id.as_deref())
+            .unwrap_or("-");
+        tracing::info!(
+            op,
+            path,
+            qualtrics_request_id = request_id,
+            "qualtrics result"
+        );
+        if let Some(notice) = env.meta.as_ref().and_then(|m| m.notice.as_deref()) {
+            tracing::warn!(
+                op,
+                notice,
+                qualtrics_request_id = request_id,
+                "qualtrics notice"
+            );
+        }
+        env.result.ok_or_else(|| QualtricsError::Decode {
+            op,
+            reason: "no result".into(),
+        })
+    }
+
+    /// Sends with retries; returns the 2xx response (body unread) or the typed error.
+    async fn send(
+        &self,
+        op: &'static str,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, QualtricsError> {
+        let url = self.api.join(path).map_err(|e| QualtricsError::Decode {
+            op,
+            reason: format!("bad path: {e}"),
+        })?;
+        let mut attempt = 0u32;
+        let mut refreshed = false;
+        loop {
+            attempt += 1;
+            let wait = self.throttle.wait_time();
+            if !wait.is_zero() {
+                if !budget.fits(wait) {
+                    return Err(QualtricsError::OutOfTime { op });
+                }
+                tokio::time::sleep(wait).await;
+            }
+            let token = secrets
+                .get(SecretName::QualtricsApiToken)
+                .await
+                .map_err(|e| QualtricsError::Token(SecretName::QualtricsApiToken, e.to_string()))?
+                .ok_or_else(|| {
+                    QualtricsError::Token(SecretName::QualtricsApiToken, "not set".into())
+                })?;
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .header("X-API-TOKEN", token.expose())
+                .header("Accept", "application/json");
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let started = Instant::now();
+            let result = req.send().await;
+            let retry_in = match result {
+                Err(e) => {
+                    tracing::warn!(op, path, attempt, error = %e, "qualtrics transport error");
+                    if attempt >= self.retry.max_attempts {
+                        return Err(QualtricsError::Transport {
+                            op,
+                            reason: e.to_string(),
+                        });
+                    }
+                    self.backoff(attempt)
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let header_request_id = resp
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    if resp.status().is_success() {
+                        self.throttle.on_success();
+                        tracing::info!(
+                            op,
+                            path,
+                            status,
+                            attempt,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            qualtrics_request_id = header_request_id.as_deref().unwrap_or("-"),
+                            "qualtrics call"
+                        );
+                        return Ok(resp);
+                    }
+                    let retry_after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .filter(|s| s.is_finite() && *s >= 0.0)
+                        .map(Duration::from_secs_f64);
+                    let bytes = resp.bytes().await.unwrap_or_default();
+                    let err = api_error(op, status, &bytes, header_request_id);
+                    let request_id = match &err {
+                        QualtricsError::Api { request_id, .. } => request_id.clone(),
+                        _ => String::new(),
+                    };
+                    tracing::warn!(op, path, status, attempt, qualtrics_request_id = %request_id, reason = %err, "qualtrics call failed");
+                    match status {
+                        429 => {
+                            let wait = self.throttle.on_429(retry_after);
+                            if !budget.take_throttle_retry() {
+                                return Err(QualtricsError::Throttled { op });
+                            }
+                            if !budget.fits(wait) {
+                                return Err(QualtricsError::OutOfTime { op });
+                            }
+                            // The wait happens at the top of the loop (shared throttle).
+                            attempt -= 1;
+                            Duration::ZERO
+                        }
+                        401 if !refreshed => {
+                            refreshed = true;
+                            if secrets
+                                .refresh(SecretName::QualtricsApiToken)
+                                .await
+                                .unwrap_or(false)
+                            {
+                                Duration::ZERO
+                            } else {
+                                return Err(err);
+                            }
+                        }
+                        s if s >= 500 && attempt < self.retry.max_attempts => self.backoff(attempt),
+                        _ => return Err(err),
+                    }
+                }
+            };
+            if !budget.fits(retry_in) {
+                return Err(QualtricsError::OutOfTime { op });
+            }
+            tokio::time::sleep(retry_in).await;
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .retry
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        jitter(exp.min(self.retry.max_delay), 0.5)
+    }
+}
+
+fn progress(op: &'static str, r: &Value) -> Result<ExportProgress, QualtricsError> {
+    let status = match r.get("status").and_then(Value::as_str) {
+        Some("inProgress") => ExportStatus::InProgress,
+        Some("complete") => ExportStatus::Complete,
+        Some("failed") => ExportStatus::Failed,
+        Some(other) => ExportStatus::Other(other.to_string()),
+        None => {
+            return Err(QualtricsError::Decode {
+                op,
+                reason: "no status".into(),
+            })
+        }
+    };
+    let s = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
+    Ok(ExportProgress {
+        progress_id: s("progressId"),
+        status,
+        percent_complete: r
+            .get("percentComplete")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0),
+        file_id: s("fileId"),
+        continuation_token: s("continuationToken"),
+    })
+}
+
+fn api_error(
+    op: &'static str,
+    status: u16,
+    body: &[u8],
+    header_request_id: Option<String>,
+) -> QualtricsError {
+    let meta = serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .and_then(|e| e.meta)
+        .unwrap_or_default();
+    let err = meta.error.unwrap_or_default();
+    QualtricsError::Api {
+        op,
+        status,
+        http_status: meta.http_status.unwrap_or_else(|| status.to_string()),
+        error_code: err.error_code.unwrap_or_else(|| "-".into()),
+        message: err
+            .error_message
+            .map(|m| m.chars().take(300).collect())
+            .unwrap_or_else(|| "no error message".into()),
+        request_id: meta
+            .request_id
+            .or(header_request_id)
+            .unwrap_or_else(|| "-".into()),
+    }
+}
+
+/// `d` ± `frac`·`d`, uniformly.
+pub fn jitter(d: Duration, frac: f64) -> Duration {
+    let r = (uuid::Uuid::new_v4().as_u128() % 10_000) as f64 / 10_000.0; // [0,1)
+    d.mul_f64((1.0 - frac + 2.0 * frac * r).max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_rules() {
+        let c = QualtricsClient::new("https://iad1.qualtrics.com", RetryPolicy::default()).unwrap();
+        assert_eq!(c.api_url().as_str(), "https://iad1.qualtrics.com/API/v3/");
+        let c = QualtricsClient::new("http://127.0.0.1:9/API/v3/", RetryPolicy::default()).unwrap();
+        assert_eq!(c.api_url().as_str(), "http://127.0.0.1:9/API/v3/");
+        assert!(QualtricsClient::new("http://iad1.qualtrics.com", RetryPolicy::default()).is_err());
+    }
+
+    #[test]
+    fn export_body_sends_token_or_allow_continuation() {
+        let b = ExportRequest::default().body();
+        assert_eq!(b["allowContinuation"], true);
+        assert!(b.get("continuationToken").is_none());
+        let b = ExportRequest {
+            continuation_token: Some("t".into()),
+            start_date: None,
+        }
+        .body();
+        assert_eq!(b["continuationToken"], "t");
+        assert!(b.get("allowContinuation").is_none());
+    }
+
+    #[test]
+    fn error_envelope_is_typed() {
+        let body = br#"{"meta":{"httpStatus":"400 - Bad Request","requestId":"rq1","error":{"errorMessage":"bad token","errorCode":"RP_0.1"}}}"#;
+        let e = api_error("x", 400, body, None);
+        assert!(e.to_string().contains("rq1") && e.to_string().contains("RP_0.1"));
+        assert!(!e.is_transient());
+    }
+}

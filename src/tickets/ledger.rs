@@ -1,0 +1,224 @@
+//! The idempotency ledger: `{STATE_CONTAINER}/tickets/{surveyId}/{responseId}.json`.
+//!
+//! One blob per response. A worker claims it with an atomic create-if-absent
+//! (`If-None-Match: *`) before touching a ticket system; every later change is an
+//! ETag-conditional replace (`If-Match`), so two workers can never both believe they own it.
+//! States: `claimed` → `created` (system, id, number) / `skipped` (rule) / `failed` (reason;
+//! `retryable` failures may be claimed again).
+
+use azure_core::http::{Etag, RequestContent, StatusCode};
+use azure_storage_blob::models::{BlobClientDownloadOptions, BlockBlobClientUploadOptions};
+use azure_storage_blob::BlobContainerClient;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Claimed,
+    Created,
+    Skipped,
+    Failed,
+}
+
+/// Who holds (or last held) the claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    /// The queue message id (stable across the host's retries of one message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    pub dequeue_count: u32,
+    pub invocation_id: String,
+    /// RFC 3339.
+    pub at: String,
+}
+
+impl Claim {
+    pub fn age_secs(&self) -> Option<i64> {
+        let at = OffsetDateTime::parse(&self.at, &Rfc3339).ok()?;
+        Some((OffsetDateTime::now_utc() - at).whole_seconds())
+    }
+}
+
+/// A ticket in its system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketRef {
+    pub system: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+    /// True when the ticket was found by lookup (created by an earlier attempt).
+    #[serde(default)]
+    pub found_by_lookup: bool,
+}
+
+/// The ledger blob's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub v: u32,
+    pub survey_id: String,
+    pub response_id: String,
+    pub state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    pub claim: Claim,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<TicketRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For `failed`: whether a later delivery may try again.
+    #[serde(default)]
+    pub retryable: bool,
+    /// How many times a worker claimed this response.
+    pub attempts: u32,
+    pub updated_at: String,
+}
+
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("ticket ledger {blob}: {reason}")]
+pub struct LedgerError {
+    pub blob: String,
+    pub reason: String,
+}
+
+/// The ledger in one container.
+pub struct Ledger {
+    container: BlobContainerClient,
+    name: String,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("container", &self.name)
+            .finish()
+    }
+}
+
+fn status(e: &azure_core::Error) -> Option<StatusCode> {
+    e.http_status()
+}
+
+impl Ledger {
+    pub fn new(container: BlobContainerClient, name: &str) -> Self {
+        Self {
+            container,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn blob_name(survey_id: &str, response_id: &str) -> String {
+        format!("tickets/{survey_id}/{response_id}.json")
+    }
+
+    fn err(&self, blob: &str, e: impl std::fmt::Display) -> LedgerError {
+        LedgerError {
+            blob: format!("{}/{blob}", self.name),
+            reason: e.to_string(),
+        }
+    }
+
+    /// The entry and its ETag, or `None` when the response was never claimed.
+    pub async fn get(&self, blob: &str) -> Result<Option<(Entry, Etag)>, LedgerError> {
+        let client = self.container.blob_client(blob);
+        let resp = match client
+            .download(Some(BlobClientDownloadOptions::default()))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if status(&e) == Some(StatusCode::NotFound) => return Ok(None),
+            Err(e) => return Err(self.err(blob, e)),
+        };
+        let etag = resp
+            .properties
+            .etag
+            .clone()
+            .ok_or_else(|| self.err(blob, "download without an ETag"))?;
+        let bytes = resp.body.collect().await.map_err(|e| self.err(blob, e))?;
+        let entry: Entry = serde_json::from_slice(&bytes)
+            .map_err(|e| self.err(blob, format!("not a ledger entry: {e}")))?;
+        Ok(Some((entry, etag)))
+    }
+
+    /// Creates the blob only if it does not exist. `Ok(None)`: someone else created it first.
+    pub async fn create(&self, blob: &str, entry: &Entry) -> Result<Option<Etag>, LedgerError> {
+        let options = BlockBlobClientUploadOptions {
+            blob_content_type: Some("application/json".into()),
+            ..Default::default()
+        }
+        .if_not_exists();
+        match self.upload(blob, entry, options.clone()).await {
+            Err(e) if status(&e) == Some(StatusCode::NotFound) => {
+                // The container does not exist yet (a fresh account): create it, then retry.
+                if let Err(ce) = self.container.create(None).await {
+                    if status(&ce) != Some(StatusCode::Conflict) {
+                        return Err(self.err(blob, ce));
+                    }
+                }
+                self.finish(blob, self.upload(blob, entry, options).await)
+            }
+            other => self.finish(blob, other),
+        }
+    }
+
+    /// Replaces the blob if its ETag is still `etag`. `Ok(None)`: it changed meanwhile.
+    pub async fn replace(
+        &self,
+        blob: &str,
+        entry: &Entry,
+        etag: &Etag,
+    ) -> Result<Option<Etag>, LedgerError> {
+        let options = BlockBlobClientUploadOptions {
+            blob_content_type: Some("application/json".into()),
+            if_match: Some(etag.clone()),
+            ..Default::default()
+        };
+        let result = self.upload(blob, entry, options).await;
+        self.finish(blob, result)
+    }
+
+    async fn upload(
+        &self,
+        blob: &str,
+        entry: &Entry,
+        options: BlockBlobClientUploadOptions<'_>,
+    ) -> azure_core::Result<Option<Etag>> {
+        let body = Bytes::from(serde_json::to_vec_pretty(entry).unwrap_or_default());
+        let client = self.container.blob_client(blob);
+        let r = client
+            .upload(RequestContent::from(body.to_vec()), Some(options))
+            .await?;
+        Ok(r.etag)
+    }
+
+    fn finish(
+        &self,
+        blob: &str,
+        r: azure_core::Result<Option<Etag>>,
+    ) -> Result<Option<Etag>, LedgerError> {
+        match r {
+            Ok(Some(etag)) => Ok(Some(etag)),
+            Ok(None) => Err(self.err(blob, "upload without an ETag")),
+            Err(e)
+                if matches!(
+                    status(&e),
+                    Some(StatusCode::Conflict) | Some(StatusCode::PreconditionFailed)
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.err(blob, e)),
+        }
+    }
+}

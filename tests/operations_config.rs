@@ -1,0 +1,87 @@
+//! `qualtrics-bridge config check`: the resolved plan with secrets masked, and errors that
+//! name file, line and field with exit code 2.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_qualtrics-bridge");
+
+fn check(env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn prints_the_plan_and_masks_secrets() {
+    let key = storage_auth::DEV_ACCOUNT_KEY;
+    let conn = format!("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint=http://127.0.0.1:1/devstoreaccount1;QueueEndpoint=http://127.0.0.1:2/devstoreaccount1;");
+    let (code, out, err) = check(&[
+        (
+            "BRIDGE_CONFIG",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/bridge.toml"),
+        ),
+        ("AzureWebJobsStorage", &conn),
+        ("QUALTRICS_WEBHOOK_KEY", "s3cr3t-webhook-key"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("SV_22VlHYNeldrrrkp: export on"), "{out}");
+    assert!(
+        out.contains("connection string for account devstoreaccount1 (key masked)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("qualtrics-webhook-key (QUALTRICS_WEBHOOK_KEY) set"),
+        "{out}"
+    );
+    assert!(out.contains("config check: ok"));
+    for secret in [key, "s3cr3t-webhook-key"] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "secret leaked"
+        );
+    }
+}
+
+#[test]
+fn each_kind_of_error_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (toml, wants) in [
+        (
+            "[[surveys]]\nid = \"SV_1\"\nexport = 3\n",
+            &["line 3", "export"][..],
+        ),
+        (
+            "[[surveys]]\nid = \"SV_1\"\n[surveys.tickets]\nsystem = \"jira\"\n",
+            &["line 4", "jira"],
+        ),
+        (
+            "[[surveys]]\nid = \"SV_1\"\ncolour = \"red\"\n",
+            &["line 3", "colour"],
+        ),
+        ("[[surveys]]\nid = \"R_1\"\n", &["surveys[0].id"]),
+        (
+            "[[surveys]]\nid = \"SV_1\"\n[[surveys]]\nid = \"SV_1\"\n",
+            &["surveys[1].id", "twice"],
+        ),
+    ] {
+        let path = dir.path().join("bridge.toml");
+        std::fs::write(&path, toml).unwrap();
+        let (code, _, err) = check(&[("BRIDGE_CONFIG", path.to_str().unwrap())]);
+        assert_eq!(code, 2, "{toml}");
+        assert!(err.contains("bridge.toml"), "{err}");
+        for w in wants {
+            assert!(err.contains(w), "{toml}: missing {w:?} in {err}");
+        }
+    }
+    let (code, _, err) = check(&[("BRIDGE_CONFIG", "/nonexistent/bridge.toml")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/bridge.toml"), "{err}");
+}

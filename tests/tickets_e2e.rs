@@ -1,0 +1,637 @@
+//! Issue 6 end to end: the real release binary behind devkit's local host, on Azurite, with
+//! the fake Qualtrics, ServiceNow and Zendesk. Exactly one ticket per response under
+//! duplicates, concurrency, crashes, 429 storms and 5xx; rules, allow-lists, dead letters.
+
+mod common;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use common::{Stack, StackBuilder};
+use devkit::fakes::qualtrics::FakeQualtrics;
+use devkit::fakes::servicenow::{self, FakeServiceNow};
+use devkit::fakes::ticketing::{Fault, RateLimit, Route};
+use devkit::fakes::zendesk::{self, FakeZendesk};
+use qualtrics_bridge::tickets::ledger::{Entry, Ledger, State};
+use std::collections::HashMap;
+use std::time::Duration;
+
+const TICKETS: &str = "ticket-requests";
+const POISON: &str = "ticket-requests-poison";
+const WAIT: Duration = Duration::from_secs(60);
+const QUALTRICS_TOKEN: &str = "q-test-token";
+const SV: &str = "SV_tickets1";
+
+pub struct Env {
+    pub stack: Stack,
+    pub qualtrics: FakeQualtrics,
+    pub servicenow: FakeServiceNow,
+    pub zendesk: FakeZendesk,
+}
+
+fn toml(system: &str, extra: &str) -> String {
+    format!(
+        "[ticketing]\ntimeout_secs = 2\nbusy_wait_secs = 10\n\n[[surveys]]\nid = \"{SV}\"\n[surveys.tickets]\nsystem = \"{system}\"\nwhen = 'values.QID1 <= 6 and labels.finished == \"True\"'\nallowed_fields = [\"QID1\"]\nsubject = \"Detractor: NPS {{{{values.QID1}}}} ({{{{responseId}}}})\"\n{extra}"
+    )
+}
+
+pub async fn env_with(bridge: &str, settings: &[(&str, &str)]) -> Env {
+    let qualtrics = FakeQualtrics::start(QUALTRICS_TOKEN).await.unwrap();
+    let servicenow = FakeServiceNow::start().await.unwrap();
+    let zendesk = FakeZendesk::start().await.unwrap();
+    let mut b = StackBuilder::default()
+        .bridge_toml(bridge)
+        .setting("QUALTRICS_BASE_URL", &qualtrics.base_url)
+        .setting("QUALTRICS_API_TOKEN", QUALTRICS_TOKEN)
+        .setting("SERVICENOW_INSTANCE_URL", &servicenow.url())
+        .setting("SERVICENOW_USERNAME", servicenow::USERNAME)
+        .setting("SERVICENOW_PASSWORD", servicenow::PASSWORD)
+        .setting("ZENDESK_BASE_URL", &zendesk.url())
+        .setting("ZENDESK_EMAIL", zendesk::EMAIL)
+        .setting("ZENDESK_API_TOKEN", zendesk::API_TOKEN);
+    for (k, v) in settings {
+        b = b.setting(k, v);
+    }
+    Env {
+        stack: b.start().await,
+        qualtrics,
+        servicenow,
+        zendesk,
+    }
+}
+
+pub fn request(response: &str, source: &str) -> String {
+    format!(
+        r#"{{"v":1,"surveyId":"{SV}","responseId":"{response}","source":"{source}","receivedAt":"2026-12-01T00:00:00Z"}}"#
+    )
+}
+
+pub async fn put(stack: &Stack, text: &str) {
+    stack
+        .queues
+        .create_queue(TICKETS)
+        .await
+        .expect("create queue");
+    stack
+        .queues
+        .put_message(TICKETS, &STANDARD.encode(text))
+        .await
+        .expect("put");
+}
+
+/// Response ids from the fake whose QID1 (= seq % 11) is ≤ 6 (`want = true`) or > 6.
+fn responses(q: &FakeQualtrics, n: usize, want: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        for id in q.add_responses(SV, 11) {
+            let seq: u64 = id.trim_start_matches("R_live").parse().unwrap();
+            if ((seq % 11) <= 6) == want && out.len() < n {
+                out.push(id);
+            }
+        }
+    }
+    out
+}
+
+pub async fn ledger(stack: &Stack) -> Ledger {
+    let cs = stack.azurite.connection_string();
+    let lookup = move |name: &str| (name == "AzureWebJobsStorage").then(|| cs.clone());
+    let transport = qualtrics_bridge::identity::transport(&lookup).unwrap();
+    let storage =
+        qualtrics_bridge::storage::Storage::connect("AzureWebJobsStorage", &lookup, &transport)
+            .unwrap();
+    Ledger::new(
+        storage.blob_container("bridge-state").unwrap(),
+        "bridge-state",
+    )
+}
+
+pub async fn entry(l: &Ledger, response: &str) -> Option<Entry> {
+    l.get(&Ledger::blob_name(SV, response))
+        .await
+        .unwrap()
+        .map(|(e, _)| e)
+}
+
+fn runs(stack: &Stack) -> Vec<devkit::host::InvocationRecord> {
+    stack
+        .host
+        .records()
+        .into_iter()
+        .filter(|r| r.function == "TicketCreator")
+        .collect()
+}
+
+/// Waits until the trigger queue is empty and no invocation has finished for a moment.
+async fn settle(stack: &Stack) {
+    let mut last = usize::MAX;
+    let mut quiet = 0;
+    for _ in 0..600 {
+        let n = runs(stack).len();
+        let empty = stack.queue_texts(TICKETS).await.is_empty();
+        if empty && n == last {
+            quiet += 1;
+            if quiet >= 6 {
+                return;
+            }
+        } else {
+            quiet = 0;
+        }
+        last = n;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("the ticket queue never settled");
+}
+
+fn correlation(response: &str) -> String {
+    format!("qualtrics:{SV}:{response}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_copies_make_one_servicenow_ticket() {
+    let env = env_with(&toml("servicenow", ""), &[]).await;
+    let rid = responses(&env.qualtrics, 1, true).remove(0);
+    let copies: Vec<String> = (0..10)
+        .map(|i| request(&rid, ["webhook", "export", "replay"][i % 3]))
+        .collect();
+    futures::future::join_all(copies.iter().map(|t| put(&env.stack, t))).await;
+    settle(&env.stack).await;
+
+    let incidents = env.servicenow.incidents();
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    let inc = &incidents[0];
+    assert_eq!(inc.fields["correlation_id"], correlation(&rid));
+    assert_eq!(inc.fields["correlation_display"], "qualtrics-bridge");
+    let e = entry(&ledger(&env.stack).await, &rid)
+        .await
+        .expect("ledger entry");
+    assert_eq!(e.state, State::Created);
+    let t = e.ticket.expect("ticket in ledger");
+    assert_eq!(
+        (t.system.as_str(), t.id.as_str()),
+        ("servicenow", inc.sys_id.as_str())
+    );
+    assert_eq!(t.number.as_deref(), Some(inc.number.as_str()));
+    let all = runs(&env.stack);
+    assert!(all.len() >= 10);
+    assert!(env.stack.queue_texts(POISON).await.is_empty());
+    // Exactly one create reached ServiceNow.
+    let creates = env
+        .servicenow
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(creates, 1);
+    env.stack.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_copies_make_one_zendesk_ticket() {
+    let env = env_with(&toml("zendesk", "priority = \"high\"\n"), &[]).await;
+    let rid = responses(&env.qualtrics, 1, true).remove(0);
+    let copies: Vec<String> = (0..10).map(|_| request(&rid, "webhook")).collect();
+    futures::future::join_all(copies.iter().map(|t| put(&env.stack, t))).await;
+    settle(&env.stack).await;
+
+    let tickets = env.zendesk.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    let t = &tickets[0];
+    assert_eq!(t.external_id.as_deref(), Some(correlation(&rid).as_str()));
+    assert_eq!(
+        t.idempotency_key.as_deref(),
+        Some(format!("qualtrics-{SV}-{rid}").as_str())
+    );
+    assert_eq!(t.json["priority"], "high");
+    let e = entry(&ledger(&env.stack).await, &rid).await.unwrap();
+    assert_eq!(e.state, State::Created);
+    assert_eq!(e.ticket.unwrap().id, t.id.to_string());
+    assert!(env.stack.queue_texts(POISON).await.is_empty());
+    env.stack.assert_no_violations();
+}
+
+/// The handler is killed after ServiceNow created the incident but before the ledger says so
+/// (the fake holds the create reply while the test kills the handler): the retry finds the
+/// stale claim, looks the incident up by correlation_id and records it — still one incident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_create_and_ledger_update_still_one_ticket() {
+    for system in ["servicenow", "zendesk"] {
+        let env = env_with(&toml(system, ""), &[]).await;
+        let rid = responses(&env.qualtrics, 1, true).remove(0);
+        match system {
+            "servicenow" => env.servicenow.hold_creates(),
+            _ => env.zendesk.hold_creates(),
+        }
+        put(&env.stack, &request(&rid, "webhook")).await;
+        let held = env
+            .stack
+            .eventually(WAIT, || async {
+                match system {
+                    "servicenow" => env.servicenow.held() == 1,
+                    _ => env.zendesk.held() == 1,
+                }
+            })
+            .await;
+        assert!(held, "{system}: create reached the fake");
+        let l = ledger(&env.stack).await;
+        assert_eq!(entry(&l, &rid).await.unwrap().state, State::Claimed);
+        env.stack.host.restart_handler().await.unwrap();
+        match system {
+            "servicenow" => env.servicenow.release(),
+            _ => env.zendesk.release(),
+        }
+        assert!(
+            env.stack
+                .eventually(WAIT, || async {
+                    entry(&l, &rid)
+                        .await
+                        .is_some_and(|e| e.state == State::Created)
+                })
+                .await,
+            "{system}: the retry records the ticket"
+        );
+        settle(&env.stack).await;
+        let count = match system {
+            "servicenow" => env.servicenow.incidents().len(),
+            _ => env.zendesk.tickets().len(),
+        };
+        assert_eq!(count, 1, "{system}: one ticket after the crash");
+        let e = entry(&l, &rid).await.unwrap();
+        let t = e.ticket.unwrap();
+        assert!(
+            t.found_by_lookup,
+            "{system}: the retry found the ticket by lookup"
+        );
+        assert_eq!(e.attempts, 2);
+        let all = runs(&env.stack);
+        assert!(
+            all.iter().any(|r| r.outcome.is_err()),
+            "the killed invocation failed"
+        );
+        assert!(all.last().unwrap().outcome.is_ok());
+        assert!(env.stack.queue_texts(POISON).await.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_says_no_means_no_ticket_and_ledger_skipped() {
+    let env = env_with(&toml("servicenow", ""), &[]).await;
+    let rid = responses(&env.qualtrics, 1, false).remove(0);
+    put(&env.stack, &request(&rid, "export")).await;
+    settle(&env.stack).await;
+    assert!(env.servicenow.incidents().is_empty());
+    assert!(
+        env.servicenow.requests().is_empty(),
+        "ServiceNow never called"
+    );
+    let e = entry(&ledger(&env.stack).await, &rid).await.unwrap();
+    assert_eq!(e.state, State::Skipped);
+    assert_eq!(e.reason.as_deref(), Some("rule did not match"));
+    let all = runs(&env.stack);
+    assert_eq!(all.len(), 1);
+    assert!(all[0].outcome.is_ok());
+    // A duplicate is done at once.
+    put(&env.stack, &request(&rid, "replay")).await;
+    settle(&env.stack).await;
+    let all = runs(&env.stack);
+    assert_eq!(all.len(), 2);
+    assert!(
+        all[1].logs.iter().any(|l| l.contains("already skipped")),
+        "{:?}",
+        all[1].logs
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allow_listed_fields_reach_the_ticket() {
+    let env = env_with(
+        &toml("servicenow", "description = \"Response {{responseId}}\"\n"),
+        &[],
+    )
+    .await;
+    let rid = responses(&env.qualtrics, 1, true).remove(0);
+    put(&env.stack, &request(&rid, "webhook")).await;
+    settle(&env.stack).await;
+    let inc = env.servicenow.incidents().remove(0);
+    let seq: u64 = rid.trim_start_matches("R_live").parse().unwrap();
+    let all_text: String = inc.fields.values().cloned().collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        inc.fields["short_description"],
+        format!("Detractor: NPS {} ({rid})", seq % 11)
+    );
+    assert!(
+        all_text.contains(&format!("QID1: {}", seq % 11)),
+        "{all_text}"
+    );
+    // The response carries an IP address, free text and dates: none is on the allow-list.
+    for pii in [
+        "203.0.113.7",
+        "ipAddress",
+        "QID2_TEXT",
+        "staff were friendly",
+        "recordedDate",
+    ] {
+        assert!(
+            !all_text.contains(pii),
+            "{pii} leaked into the ticket: {all_text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_messages_and_permanent_failures_are_dead_lettered_at_once_with_a_reason() {
+    // A field ServiceNow refuses (strict instance): a 400 that can never succeed.
+    let env = env_with(
+        &toml(
+            "servicenow",
+            "[surveys.tickets.extra]\nbogus_field = \"x\"\n",
+        ),
+        &[],
+    )
+    .await;
+    env.servicenow.set_strict(true);
+    let rid = responses(&env.qualtrics, 1, true).remove(0);
+    let bad_version = format!(
+        r#"{{"v":9,"surveyId":"{SV}","responseId":"R_badversion","source":"webhook","receivedAt":"x"}}"#
+    );
+    put(&env.stack, &request(&rid, "webhook")).await;
+    put(&env.stack, &bad_version).await;
+    settle(&env.stack).await;
+    let mut poison = env.stack.queue_texts(POISON).await;
+    poison.sort();
+    let mut want = vec![request(&rid, "webhook"), bad_version];
+    want.sort();
+    assert_eq!(poison, want, "both dead-lettered byte-exact");
+    assert_eq!(runs(&env.stack).len(), 2, "no retries");
+    let l = ledger(&env.stack).await;
+    let e = entry(&l, &rid).await.unwrap();
+    assert_eq!(e.state, State::Failed);
+    assert!(!e.retryable);
+    assert!(
+        e.reason
+            .as_deref()
+            .unwrap()
+            .contains("Invalid field: bogus_field"),
+        "{e:?}"
+    );
+    let e = entry(&l, "R_badversion").await.unwrap();
+    assert!(e.reason.unwrap().contains("unsupported message version 9"));
+    assert!(env.servicenow.incidents().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_refreshed_once_then_dead_lettered() {
+    let env = env_with(
+        &toml("zendesk", ""),
+        &[("ZENDESK_API_TOKEN", "wrong-token")],
+    )
+    .await;
+    let rid = responses(&env.qualtrics, 1, true).remove(0);
+    put(&env.stack, &request(&rid, "webhook")).await;
+    settle(&env.stack).await;
+    assert_eq!(
+        env.stack.queue_texts(POISON).await,
+        vec![request(&rid, "webhook")]
+    );
+    let all = runs(&env.stack);
+    assert_eq!(all.len(), 1);
+    let e = entry(&ledger(&env.stack).await, &rid).await.unwrap();
+    assert_eq!(e.state, State::Failed);
+    let reason = e.reason.unwrap();
+    assert!(
+        reason.contains("401") && reason.contains("secret refresh"),
+        "{reason}"
+    );
+    assert!(!reason.contains("wrong-token"), "no secret in the ledger");
+    // Two lookups: the first refused, the second after the refresh.
+    assert_eq!(
+        env.zendesk.requests().iter().filter(|r| r.2 == 401).count(),
+        2
+    );
+}
+
+/// 429 storms (short Retry-After), 5xx on lookups and creates (some after the ticket exists),
+/// a slow reply beyond the timeout: every request ends with exactly one ticket, or in the
+/// poison queue with the reason in the ledger — none silently lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storms_of_429_and_5xx_lose_nothing_and_double_nothing() {
+    for system in ["servicenow", "zendesk"] {
+        let env = env_with(&toml(system, ""), &[]).await;
+        let ids = responses(&env.qualtrics, 20, true);
+        let rate = Some(RateLimit {
+            limit: 8,
+            window: Duration::from_secs(1),
+        });
+        match system {
+            "servicenow" => {
+                let sn = &env.servicenow;
+                sn.set_rate_limit(rate);
+                sn.fail_every(4, 503);
+                sn.push_fault(Route::Create, Fault::AfterCreate(500));
+                sn.push_fault(Route::Create, Fault::AfterCreate(502));
+                sn.push_fault(Route::Lookup, Fault::Delay(Duration::from_secs(3)));
+            }
+            _ => {
+                let zd = &env.zendesk;
+                zd.set_rate_limit(rate);
+                zd.fail_every(4, 503);
+                zd.push_fault(Route::Create, Fault::AfterCreate(500));
+                zd.push_fault(Route::Create, Fault::AfterCreate(502));
+                zd.push_fault(Route::Create, Fault::Delay(Duration::from_secs(3)));
+            }
+        }
+        for id in &ids {
+            put(&env.stack, &request(id, "webhook")).await;
+        }
+        settle(&env.stack).await;
+        let mut per_response: HashMap<String, usize> = HashMap::new();
+        match system {
+            "servicenow" => {
+                for i in env.servicenow.incidents() {
+                    *per_response
+                        .entry(i.fields["correlation_id"].clone())
+                        .or_default() += 1;
+                }
+                assert!(env.servicenow.rate_counts().1 > 0, "the storm happened");
+            }
+            _ => {
+                for t in env.zendesk.tickets() {
+                    *per_response
+                        .entry(t.external_id.clone().unwrap())
+                        .or_default() += 1;
+                }
+                assert!(env.zendesk.rate_counts().1 > 0, "the storm happened");
+            }
+        }
+        let poison = env.stack.queue_texts(POISON).await;
+        let l = ledger(&env.stack).await;
+        let mut created = 0;
+        for id in &ids {
+            let n = per_response.get(&correlation(id)).copied().unwrap_or(0);
+            assert!(n <= 1, "{system} {id}: {n} tickets");
+            let e = entry(&l, id).await.expect("ledger entry");
+            let poisoned = poison.contains(&request(id, "webhook"));
+            match e.state {
+                State::Created => {
+                    assert_eq!(n, 1, "{system} {id}: ledger says created");
+                    assert!(!poisoned);
+                    created += 1;
+                }
+                State::Failed => {
+                    assert!(
+                        poisoned,
+                        "{system} {id}: failed but not in the poison queue"
+                    );
+                    assert!(e.reason.is_some());
+                }
+                other => panic!("{system} {id}: ended {other:?}"),
+            }
+        }
+        eprintln!("{system}: {created}/20 created, {} poisoned", poison.len());
+        assert!(
+            created >= 15,
+            "{system}: most requests succeed through the storm"
+        );
+        env.stack.assert_no_violations();
+    }
+}
+
+/// Zendesk's idempotency store: the same key and body replays the cached ticket (`hit`),
+/// another body is refused, and keys expire after two hours on the fake's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zendesk_fake_idempotency_store() {
+    let zd = FakeZendesk::start().await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v2/tickets.json", zd.url());
+    let post = |body: &'static str| {
+        http.post(&url)
+            .basic_auth(
+                format!("{}/token", zendesk::EMAIL),
+                Some(zendesk::API_TOKEN),
+            )
+            .header("idempotency-key", "qualtrics-R_1")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let a = r#"{"ticket":{"comment":{"body":"x"},"external_id":"e1"}}"#;
+    let r1 = post(a).await.unwrap();
+    assert_eq!(r1.status(), 201);
+    assert_eq!(r1.headers()["x-idempotency-lookup"], "miss");
+    let b1: serde_json::Value = r1.json().await.unwrap();
+    let r2 = post(a).await.unwrap();
+    assert_eq!(r2.headers()["x-idempotency-lookup"], "hit");
+    let b2: serde_json::Value = r2.json().await.unwrap();
+    assert_eq!(b1["ticket"]["id"], b2["ticket"]["id"]);
+    let r3 = post(r#"{"ticket":{"comment":{"body":"y"}}}"#)
+        .await
+        .unwrap();
+    assert_eq!(r3.status(), 400);
+    assert!(r3.text().await.unwrap().contains("IdempotentRequestError"));
+    zd.clock().advance(zendesk::IDEMPOTENCY_TTL);
+    let r4 = post(a).await.unwrap();
+    assert_eq!(r4.headers()["x-idempotency-lookup"], "miss");
+    assert_eq!(zd.tickets().len(), 2);
+    // external_id lookup may return several tickets.
+    let list: serde_json::Value = http
+        .get(&url)
+        .query(&[("external_id", "e1")])
+        .basic_auth(
+            format!("{}/token", zendesk::EMAIL),
+            Some(zendesk::API_TOKEN),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["count"], 2);
+    // Missing comment: 422 RecordInvalid; the plain-text 429.
+    let r = http
+        .post(&url)
+        .basic_auth(
+            format!("{}/token", zendesk::EMAIL),
+            Some(zendesk::API_TOKEN),
+        )
+        .header("content-type", "application/json")
+        .body(r#"{"ticket":{"subject":"s"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    zd.set_rate_limit(Some(RateLimit {
+        limit: 0,
+        window: Duration::from_secs(60),
+    }));
+    let r = post(a).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.text().await.unwrap(), zendesk::RATE_LIMITED_BODY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servicenow_fake_follows_the_table_api() {
+    let sn = FakeServiceNow::start().await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/now/table/incident", sn.url());
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"error":{"message":"User Not Authenticated","detail":"Required to provide Auth information"},"status":"failure"}"#
+    );
+    let r = http
+        .post(format!(
+            "{url}?sysparm_fields=sys_id,number,correlation_id,opened_by"
+        ))
+        .basic_auth(servicenow::USERNAME, Some(servicenow::PASSWORD))
+        .json(&serde_json::json!({"short_description": "x", "correlation_id": "c1", "urgency": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .contains("/api/now/table/incident/"));
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["result"]["sys_id"].as_str().unwrap().len(), 32);
+    assert!(v["result"]["number"].as_str().unwrap().starts_with("INC"));
+    assert!(v["result"]["opened_by"]["link"].is_string());
+    assert_eq!(
+        sn.incidents()[0].fields["urgency"],
+        "2",
+        "values are strings"
+    );
+    // A misspelt query field is ignored: every row comes back (the client must check).
+    let get = |q: &str| {
+        http.get(&url)
+            .query(&[("sysparm_query", q)])
+            .basic_auth(servicenow::USERNAME, Some(servicenow::PASSWORD))
+            .send()
+    };
+    let all: serde_json::Value = get("corelation_id=nope")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["result"].as_array().unwrap().len(), 1);
+    let none: serde_json::Value = get("correlation_id=nope")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none["result"], serde_json::json!([]));
+    sn.set_rate_limit(Some(RateLimit {
+        limit: 1,
+        window: Duration::from_secs(60),
+    }));
+    let ok = get("correlation_id=c1").await.unwrap();
+    assert!(ok.headers().contains_key("x-ratelimit-limit"));
+    let limited = get("correlation_id=c1").await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+}
