@@ -4,7 +4,9 @@
 # Functions host. Prints the webhook URL. Ctrl-C stops everything.
 #
 # Settings come from local.settings.json (copied from local.settings.sample.json on first run).
-# With no Qualtrics or ticketing settings it runs in sandbox mode: nothing leaves this machine.
+# With no Qualtrics or ticketing settings, devkit runs in sandbox mode: fake Qualtrics and fake
+# ServiceNow on loopback, a signed demo delivery, and the ticket it produced. Nothing leaves
+# this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -18,18 +20,18 @@ bash scripts/install-azurite.sh >/dev/null
 setting() { # value of a Values entry in local.settings.json, else the environment
   python3 -c 'import json,os,sys; v=json.load(open("local.settings.json")).get("Values",{}).get(sys.argv[1]) or os.environ.get(sys.argv[1],""); print(v)' "$1"
 }
+unconfigured=""
 if [ -z "$(setting QUALTRICS_BASE_URL)" ] && [ -z "$(setting SERVICENOW_INSTANCE_URL)" ] && [ -z "$(setting ZENDESK_BASE_URL)" ]; then
-  cat >&2 <<'MSG'
-================================================================================
- SANDBOX MODE: no Qualtrics, ServiceNow or Zendesk settings in local.settings.json.
- Nothing leaves this machine: storage is a local in-memory Azurite, and calls to
- external services are off. Try the webhook with the URL printed below.
-================================================================================
-MSG
+  unconfigured=1
 fi
 
 if command -v func >/dev/null 2>&1; then
   echo "== Core Tools found: func start (Azurite on its default ports)" >&2
+  if [ -n "$unconfigured" ]; then
+    echo "   No Qualtrics/ticketing settings: webhooks are verified and queued, but exports and" >&2
+    echo "   tickets have nowhere to go. Sandbox mode (fake services) needs the devkit host:" >&2
+    echo "   run without Core Tools on PATH, or set the services in local.settings.json." >&2
+  fi
   app="$root/target/func-app"
   rm -rf "$app" && mkdir -p "$app"
   cp host.json bridge.toml local.settings.json "$app/"

@@ -113,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
         .entry("EXPORT_SCHEDULE".into())
         .or_insert_with(|| "0 */15 * * * *".into());
     let mut azurite = None;
+    let mut sandbox = None;
     let app_root = match args.command.as_str() {
         "up" => {
             let binary = args.binary.context("devkit up needs --binary")?;
@@ -131,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
                 settings.insert("AzureWebJobsStorage".into(), a.connection_string());
                 azurite = Some(a);
             }
+            sandbox = Sandbox::start_if_unconfigured(&mut settings).await?;
             dest
         }
         "host" => args.app_root.context("devkit host needs --app-root")?,
@@ -160,11 +162,111 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("ADMIN_KEY={master_key}");
     eprintln!("Run the export timer now: curl -X POST -H 'x-functions-key: {master_key}' -H 'content-type: application/json' -d '{{}}' {}/admin/functions/ExportPoller", host.base_url);
+    if let (Some(sandbox), Some(url)) = (&sandbox, host.function_url("QualtricsWebhook")) {
+        sandbox.demo(&url).await;
+    }
     eprintln!("Ctrl-C stops everything.");
     tokio::signal::ctrl_c().await.ok();
     host.shutdown(std::time::Duration::from_secs(5)).await;
     drop(azurite);
+    drop(sandbox);
     Ok(())
+}
+
+/// Sandbox mode: with no Qualtrics or ticketing settings, `devkit up` runs fake Qualtrics and
+/// ServiceNow on loopback and points the handler at them, so the whole flow can be tried with
+/// no accounts. Nothing leaves the machine.
+struct Sandbox {
+    qualtrics: devkit::fakes::qualtrics::FakeQualtrics,
+    servicenow: devkit::fakes::servicenow::FakeServiceNow,
+    webhook_key: String,
+}
+
+const SANDBOX_SURVEY: &str = "SV_22VlHYNeldrrrkp";
+
+impl Sandbox {
+    async fn start_if_unconfigured(settings: &mut Settings) -> anyhow::Result<Option<Self>> {
+        let configured = [
+            "QUALTRICS_BASE_URL",
+            "SERVICENOW_INSTANCE_URL",
+            "ZENDESK_BASE_URL",
+        ]
+        .iter()
+        .any(|k| settings.get(*k).is_some_and(|v| !v.trim().is_empty()));
+        if configured {
+            return Ok(None);
+        }
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let webhook_key = uuid::Uuid::new_v4().simple().to_string();
+        let qualtrics = devkit::fakes::qualtrics::FakeQualtrics::start(&token).await?;
+        let servicenow = devkit::fakes::servicenow::FakeServiceNow::start().await?;
+        for (k, v) in [
+            ("QUALTRICS_BASE_URL", qualtrics.base_url.clone()),
+            ("QUALTRICS_API_TOKEN", token),
+            ("QUALTRICS_WEBHOOK_KEY", webhook_key.clone()),
+            ("SERVICENOW_INSTANCE_URL", servicenow.url()),
+            (
+                "SERVICENOW_USERNAME",
+                devkit::fakes::servicenow::USERNAME.to_string(),
+            ),
+            (
+                "SERVICENOW_PASSWORD",
+                devkit::fakes::servicenow::PASSWORD.to_string(),
+            ),
+        ] {
+            settings.insert(k.into(), v);
+        }
+        eprintln!("==============================================================================");
+        eprintln!(
+            " SANDBOX MODE: no Qualtrics/ServiceNow/Zendesk settings, so the handler talks to"
+        );
+        eprintln!(
+            " devkit's fake Qualtrics ({}) and fake ServiceNow ({}).",
+            qualtrics.base_url,
+            servicenow.url()
+        );
+        eprintln!(" Nothing leaves this machine; keys and tokens are random for this run.");
+        eprintln!("==============================================================================");
+        Ok(Some(Self {
+            qualtrics,
+            servicenow,
+            webhook_key,
+        }))
+    }
+
+    /// Records one completed response in the fake Qualtrics, sends its signed webhook through
+    /// the local host, and reports the ticket the fake ServiceNow received.
+    async fn demo(&self, webhook_url: &str) {
+        let Some(response) = self.qualtrics.add_responses(SANDBOX_SURVEY, 1).pop() else {
+            return;
+        };
+        let delivery =
+            devkit::publisher::Delivery::signed(&self.webhook_key, SANDBOX_SURVEY, &response);
+        match devkit::publisher::Publisher::new(webhook_url)
+            .deliver(&delivery)
+            .await
+        {
+            Ok(reply) => eprintln!(
+                "demo: signed webhook for {SANDBOX_SURVEY}/{response} answered {}",
+                reply.status
+            ),
+            Err(e) => {
+                eprintln!("demo: webhook delivery failed: {e}");
+                return;
+            }
+        }
+        for _ in 0..100 {
+            if let Some(incident) = self.servicenow.incidents().into_iter().next() {
+                eprintln!(
+                    "demo: fake ServiceNow created incident {} for that response",
+                    incident.number
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        eprintln!("demo: no ticket after 10 s; see the handler's log above");
+    }
 }
 
 fn bench_startup(args: &Args) -> anyhow::Result<()> {

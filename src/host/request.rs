@@ -3,7 +3,8 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -25,12 +26,16 @@ pub enum EnvelopeError {
 }
 
 /// The invocation envelope. Top-level names are matched as the host writes them.
+///
+/// Entries are kept as raw JSON text and parsed only when a function asks for its binding:
+/// the host sends much the handler never reads (`Identities`, HTTP `Metadata`), and building
+/// value trees for it would cost more than the function's own work.
 #[derive(Debug, Deserialize)]
 pub struct Envelope {
     #[serde(rename = "Data", default)]
-    data: Map<String, Value>,
+    data: HashMap<String, Box<RawValue>>,
     #[serde(rename = "Metadata", default)]
-    metadata: Map<String, Value>,
+    metadata: HashMap<String, Box<RawValue>>,
 }
 
 impl Envelope {
@@ -38,15 +43,21 @@ impl Envelope {
         serde_json::from_slice(body).map_err(EnvelopeError::NotJson)
     }
 
-    fn take(&mut self, binding: &'static str) -> Result<Value, EnvelopeError> {
+    fn take(&mut self, binding: &'static str) -> Result<Box<RawValue>, EnvelopeError> {
         self.data
             .remove(binding)
             .ok_or(EnvelopeError::MissingBinding(binding))
     }
 
+    fn metadata(&self, key: &str) -> Option<Value> {
+        self.metadata
+            .get(key)
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+    }
+
     /// The HTTP trigger payload bound as `binding`.
     pub fn http(mut self, binding: &'static str) -> Result<HttpTrigger, EnvelopeError> {
-        serde_json::from_value(self.take(binding)?).map_err(|e| EnvelopeError::BadBinding {
+        serde_json::from_str(self.take(binding)?.get()).map_err(|e| EnvelopeError::BadBinding {
             binding,
             kind: "HTTP request",
             reason: e.to_string(),
@@ -55,7 +66,7 @@ impl Envelope {
 
     /// The timer trigger payload bound as `binding`.
     pub fn timer(mut self, binding: &'static str) -> Result<TimerInfo, EnvelopeError> {
-        serde_json::from_value(self.take(binding)?).map_err(|e| EnvelopeError::BadBinding {
+        serde_json::from_str(self.take(binding)?.get()).map_err(|e| EnvelopeError::BadBinding {
             binding,
             kind: "TimerInfo",
             reason: e.to_string(),
@@ -71,20 +82,18 @@ impl Envelope {
         };
         // The host JSON-encodes the message text once more: Data.x is a string whose content
         // is a JSON string literal of the text.
-        let literal = match self.take(binding)? {
-            Value::String(s) => s,
-            _ => return Err(bad("expected a JSON string")),
-        };
+        let literal: String = serde_json::from_str(self.take(binding)?.get())
+            .map_err(|_| bad("expected a JSON string"))?;
         let text: String = serde_json::from_str(&literal)
             .map_err(|_| bad("expected a JSON string literal (the host double-encodes text)"))?;
-        let dequeue_count = match self.metadata.get("DequeueCount") {
+        let dequeue_count = match self.metadata("DequeueCount") {
             None => {
                 return Err(EnvelopeError::BadMetadata {
                     key: "DequeueCount",
                     reason: "missing".into(),
                 })
             }
-            Some(v) => parse_count(v).ok_or_else(|| EnvelopeError::BadMetadata {
+            Some(v) => parse_count(&v).ok_or_else(|| EnvelopeError::BadMetadata {
                 key: "DequeueCount",
                 reason: format!("not a count: {v}"),
             })?,
@@ -92,9 +101,9 @@ impl Envelope {
         Ok(QueueTrigger {
             text,
             dequeue_count,
-            id: self.metadata.get("Id").and_then(unquote),
-            pop_receipt: self.metadata.get("PopReceipt").and_then(unquote),
-            insertion_time: self.metadata.get("InsertionTime").and_then(unquote),
+            id: self.metadata("Id").as_ref().and_then(unquote),
+            pop_receipt: self.metadata("PopReceipt").as_ref().and_then(unquote),
+            insertion_time: self.metadata("InsertionTime").as_ref().and_then(unquote),
         })
     }
 }
@@ -135,12 +144,34 @@ pub struct HttpTrigger {
     body: Option<String>,
 }
 
-/// The host sends header values as arrays (ASP.NET `StringValues`); a bare string is accepted.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum HeaderValues {
-    Many(Vec<String>),
-    One(String),
+/// The first value of a header. The host sends values as arrays (ASP.NET `StringValues`); a
+/// bare string is accepted too. Hand-written rather than `#[serde(untagged)]`, which would
+/// buffer every header value before trying each shape.
+#[derive(Debug, Default)]
+struct HeaderValues(Option<String>);
+
+impl<'de> Deserialize<'de> for HeaderValues {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = HeaderValues;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a header value or an array of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HeaderValues, E> {
+                Ok(HeaderValues(Some(v.to_owned())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<HeaderValues, A::Error> {
+                let first: Option<String> = seq.next_element()?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(HeaderValues(first))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl HttpTrigger {
@@ -149,10 +180,7 @@ impl HttpTrigger {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| match v {
-                HeaderValues::Many(v) => v.first().map(String::as_str),
-                HeaderValues::One(v) => Some(v.as_str()),
-            })
+            .and_then(|(_, v)| v.0.as_deref())
     }
 
     /// The media type of `Content-Type`, lower-cased, without parameters.
