@@ -186,3 +186,57 @@ async fn half_configured_identity_stops_start_up_naming_the_missing_variable() {
         "the error must name the missing variable: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_key_rotated_in_the_vault_is_accepted_without_a_restart() {
+    use devkit::publisher::{Delivery, Publisher};
+    let identity = FakeIdentity::start().await.expect("identity");
+    let pki = TestPki::generate().expect("pki");
+    let dir = tempfile::tempdir().unwrap();
+    let files = pki.write(dir.path()).unwrap();
+    let vault = FakeKeyVault::start(&pki).await.expect("vault");
+    vault.set_secret("qualtrics-webhook-key", "whk-rotation-v1-0d41");
+    let stack = with_identity(StackBuilder::default(), &identity, &files.ca, &vault.url())
+        .start()
+        .await;
+    let publisher = Publisher::new(stack.webhook_url());
+    let survey = "SV_22VlHYNeldrrrkp";
+    let send = |key: &'static str, response: &'static str| {
+        let publisher = &publisher;
+        async move {
+            publisher
+                .deliver(&Delivery::signed(key, survey, response))
+                .await
+                .expect("deliver")
+                .status
+        }
+    };
+    let pid = stack.host.handler_pid().await;
+
+    assert_eq!(
+        send("whk-rotation-v1-0d41", "R_rot1").await,
+        202,
+        "current key"
+    );
+    // Rotate in the vault: the handler's cached key is now stale.
+    vault.set_secret("qualtrics-webhook-key", "whk-rotation-v2-77c8");
+    assert_eq!(
+        send("whk-rotation-v2-77c8", "R_rot2").await,
+        202,
+        "the new key is picked up by the forced refresh on mismatch"
+    );
+    assert_eq!(
+        send("whk-rotation-v1-0d41", "R_rot3").await,
+        401,
+        "the old key no longer verifies (no previous key is set)"
+    );
+    assert_eq!(stack.host.handler_pid().await, pid, "no restart");
+    let output = stack.host.handler_output();
+    for secret in ["whk-rotation-v1-0d41", "whk-rotation-v2-77c8"] {
+        assert!(
+            !output.iter().any(|l| l.contains(secret)),
+            "a key reached the logs"
+        );
+    }
+    stack.assert_no_violations();
+}
