@@ -45,49 +45,15 @@ const JSON: &str = "application/json";
 /// The test stack (Azurite, the release binary behind the local host) with the webhook's
 /// keys and surveys — and without `TicketCreator`, so the `ticket-requests` queue holds
 /// exactly what the webhook put there (a consumer would race every "nothing queued" check).
-/// Mirrors `StackBuilder::start` plus that one step.
 async fn stack() -> Stack {
-    use devkit::azurite::{repo_root, Azurite};
-    use devkit::host::{HostOptions, LocalHost, TimerMode};
-    let azurite = Azurite::start().await.expect("azurite starts");
-    let app_dir = tempfile::tempdir().expect("temp dir");
-    devkit::staging::stage(
-        &repo_root(),
-        env!("CARGO_BIN_EXE_qualtrics-bridge").as_ref(),
-        app_dir.path(),
-    )
-    .expect("stage app");
-    std::fs::write(app_dir.path().join("bridge.toml"), BRIDGE_TOML).expect("write bridge.toml");
-    std::fs::remove_dir_all(app_dir.path().join("TicketCreator")).expect("unstage TicketCreator");
-    let mut settings = devkit::host::app::Settings::new();
-    for (k, v) in [
-        ("EXPORT_SCHEDULE", "0 0 0 1 1 *"),
-        ("BRIDGE_LOG", "info"),
-        ("QUALTRICS_WEBHOOK_KEY", KEY),
-        ("QUALTRICS_WEBHOOK_KEY_PREVIOUS", PREVIOUS_KEY),
-        ("QUALTRICS_WORKFLOW_TOKEN", TOKEN),
-    ] {
-        settings.insert(k.into(), v.into());
-    }
-    settings.insert("AzureWebJobsStorage".into(), azurite.connection_string());
-    let host = LocalHost::start(HostOptions {
-        app_root: app_dir.path().to_path_buf(),
-        settings,
-        port: 0,
-        function_key: common::FUNCTION_KEY.into(),
-        master_key: common::MASTER_KEY.into(),
-        timers: TimerMode::Manual,
-        echo: std::env::var_os("DEVKIT_ECHO").is_some(),
-    })
-    .await
-    .expect("local host starts");
-    let queues = devkit::queue_client::QueueClient::new(&azurite.connection());
-    Stack {
-        host,
-        azurite,
-        queues,
-        app_dir,
-    }
+    common::StackBuilder::default()
+        .bridge_toml(BRIDGE_TOML)
+        .without_function("TicketCreator")
+        .setting("QUALTRICS_WEBHOOK_KEY", KEY)
+        .setting("QUALTRICS_WEBHOOK_KEY_PREVIOUS", PREVIOUS_KEY)
+        .setting("QUALTRICS_WORKFLOW_TOKEN", TOKEN)
+        .start()
+        .await
 }
 
 fn assert_contract_message(text: &str, survey: &str, response: &str, topic: Option<&str>) {

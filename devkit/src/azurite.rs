@@ -33,6 +33,10 @@ pub struct Azurite {
 impl Azurite {
     /// Installs (if needed) and starts Azurite on free ports.
     pub async fn start() -> Result<Self, AzuriteError> {
+        Self::launch(Vec::new()).await
+    }
+
+    async fn launch(oauth_args: Vec<String>) -> Result<Self, AzuriteError> {
         let entry = azurite_entry()?;
         let mut me = Self {
             child: None,
@@ -40,7 +44,7 @@ impl Azurite {
             queue_port: free_port().map_err(AzuriteError::Start)?,
             table_port: free_port().map_err(AzuriteError::Start)?,
             entry,
-            oauth_args: Vec::new(),
+            oauth_args,
         };
         me.spawn().await?;
         Ok(me)
@@ -51,24 +55,15 @@ impl Azurite {
     /// tokens whose `iss`/`aud`/lifetime are right (signatures are not checked) as well as
     /// SharedKey, and only HTTPS. Endpoints: [`Self::blob_endpoint`], [`Self::queue_endpoint`].
     pub async fn start_oauth(cert: &Path, key: &Path) -> Result<Self, AzuriteError> {
-        let entry = azurite_entry()?;
-        let mut me = Self {
-            child: None,
-            blob_port: free_port().map_err(AzuriteError::Start)?,
-            queue_port: free_port().map_err(AzuriteError::Start)?,
-            table_port: free_port().map_err(AzuriteError::Start)?,
-            entry,
-            oauth_args: vec![
-                "--oauth".into(),
-                "basic".into(),
-                "--cert".into(),
-                cert.display().to_string(),
-                "--key".into(),
-                key.display().to_string(),
-            ],
-        };
-        me.spawn().await?;
-        Ok(me)
+        Self::launch(vec![
+            "--oauth".into(),
+            "basic".into(),
+            "--cert".into(),
+            cert.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+        ])
+        .await
     }
 
     fn scheme(&self) -> &'static str {

@@ -23,6 +23,7 @@ pub struct Stack {
 pub struct StackBuilder {
     settings: Settings,
     bridge_toml: Option<String>,
+    without: Vec<String>,
 }
 
 impl Default for StackBuilder {
@@ -43,6 +44,7 @@ impl Default for StackBuilder {
         Self {
             settings,
             bridge_toml: None,
+            without: Vec::new(),
         }
     }
 }
@@ -55,6 +57,13 @@ impl StackBuilder {
 
     pub fn without_setting(mut self, name: &str) -> Self {
         self.settings.remove(name);
+        self
+    }
+
+    /// Leaves a function out of the app (e.g. `TicketCreator`, so that `ticket-requests` keeps
+    /// exactly what was put there instead of being drained).
+    pub fn without_function(mut self, name: &str) -> Self {
+        self.without.push(name.into());
         self
     }
 
@@ -75,6 +84,9 @@ impl StackBuilder {
         .expect("stage app");
         if let Some(text) = &self.bridge_toml {
             std::fs::write(app_dir.path().join("bridge.toml"), text).expect("write bridge.toml");
+        }
+        for name in &self.without {
+            std::fs::remove_dir_all(app_dir.path().join(name)).expect("unstage function");
         }
         let mut settings = self.settings;
         settings

@@ -15,20 +15,24 @@ fn iso(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
+/// The function's NCRONTAB (after `%SETTING%` resolution); an invalid one names the function.
+fn parse_schedule(f: &FunctionSpec) -> Result<Schedule, HostError> {
+    let expr = f
+        .trigger()
+        .and_then(|t| t.str("schedule"))
+        .unwrap_or_default();
+    Schedule::parse(expr).map_err(|e| HostError::Function {
+        function: f.name.clone(),
+        reason: e.to_string(),
+    })
+}
+
 /// Starts the schedule loop of a timer function (none in manual mode).
 pub(super) fn schedule(
     shared: Arc<Shared>,
     f: FunctionSpec,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, HostError> {
-    let expr = f
-        .trigger()
-        .and_then(|t| t.str("schedule"))
-        .unwrap_or_default()
-        .to_string();
-    let schedule = Schedule::parse(&expr).map_err(|e| HostError::Function {
-        function: f.name.clone(),
-        reason: e.to_string(),
-    })?;
+    let schedule = parse_schedule(&f)?;
     if shared.opts.timers == TimerMode::Manual {
         return Ok(None);
     }
@@ -96,15 +100,7 @@ pub(super) async fn fire_now(shared: &Shared, name: &str) -> Result<InvocationRe
             function: name.to_string(),
             reason: "no timer function by that name".into(),
         })?;
-    let expr = f
-        .trigger()
-        .and_then(|t| t.str("schedule"))
-        .unwrap_or_default()
-        .to_string();
-    let schedule = Schedule::parse(&expr).map_err(|e| HostError::Function {
-        function: f.name.clone(),
-        reason: e.to_string(),
-    })?;
+    let schedule = parse_schedule(&f)?;
     let mut last = None;
     let _ = invoke(shared, &f, &schedule, &mut last).await;
     shared
