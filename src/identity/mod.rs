@@ -189,18 +189,20 @@ pub fn transport(lookup: Lookup<'_>) -> Result<Transport, IdentityError> {
     Ok(Transport::new(Arc::new(client)))
 }
 
+/// A settings lookup over fixed pairs, for unit tests.
+#[cfg(test)]
+pub(crate) fn lookup_from(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| map.get(name).cloned()
-    }
+    use crate::identity::lookup_from as lookup;
 
     #[test]
     fn both_variables_select_the_managed_identity() {
