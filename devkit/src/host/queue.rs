@@ -105,7 +105,7 @@ async fn process(
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(_) => {
                 tracing::warn!(queue, id = %m.id, "message is not base64: moved to poison at once");
-                poison(shared, client, queue, &m).await;
+                poison(client, queue, &m).await;
                 return;
             }
         }
@@ -113,7 +113,7 @@ async fn process(
         m.text.clone()
     };
     if m.dequeue_count > opts.max_dequeue_count {
-        poison(shared, client, queue, &m).await;
+        poison(client, queue, &m).await;
         return;
     }
     let delivery = QueueDelivery {
@@ -133,9 +133,7 @@ async fn process(
                 tracing::warn!(queue, id = %m.id, error = %e, "delete after success failed");
             }
         }
-        Err(_) if m.dequeue_count >= opts.max_dequeue_count => {
-            poison(shared, client, queue, &m).await
-        }
+        Err(_) if m.dequeue_count >= opts.max_dequeue_count => poison(client, queue, &m).await,
         Err(_) => {
             if let Err(e) = client
                 .release_message(queue, &m.id, &m.pop_receipt, opts.visibility_timeout)
@@ -148,7 +146,7 @@ async fn process(
 }
 
 /// Copies the message body to `<queue>-poison` and deletes the original.
-async fn poison(shared: &Shared, client: &QueueClient, queue: &str, m: &RawMessage) {
+async fn poison(client: &QueueClient, queue: &str, m: &RawMessage) {
     let Some(target) = poison_name(queue) else {
         return;
     };
@@ -165,7 +163,6 @@ async fn poison(shared: &Shared, client: &QueueClient, queue: &str, m: &RawMessa
         }
         Err(e) => tracing::error!(queue, id = %m.id, error = %e, "cannot move message to poison"),
     }
-    let _ = shared;
 }
 
 #[cfg(test)]
