@@ -7,9 +7,9 @@ use crate::secrets::{SecretName, SecretsProvider};
 use crate::storage::{Storage, StorageError, DEFAULT_CONNECTION};
 use crate::{export, telemetry, tickets, webhook};
 use anyhow::Context;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -17,6 +17,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 /// Largest invocation envelope accepted; webhook bodies are limited far below this.
 const MAX_ENVELOPE_BYTES: usize = 16 * 1024 * 1024;
@@ -32,6 +33,8 @@ pub struct App {
     pub tickets: tickets::TicketService,
     /// The Qualtrics API client; `None` when `QUALTRICS_BASE_URL` is unset.
     pub qualtrics: Option<crate::qualtrics::QualtricsClient>,
+    /// The webhook keys, ready for HMAC.
+    pub webhook_keys: webhook::KeyCache,
 }
 
 impl App {
@@ -69,6 +72,7 @@ impl App {
             storage,
             tickets,
             qualtrics: crate::qualtrics::QualtricsClient::from_env()?,
+            webhook_keys: webhook::KeyCache::default(),
         })
     }
 }
@@ -120,7 +124,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", get(ready))
         .route("/{function}", post(invoke))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_ENVELOPE_BYTES))
         .with_state(app)
 }
 
@@ -135,23 +138,20 @@ async fn not_found() -> Response {
     )
 }
 
-async fn invoke(
-    State(app): State<Arc<App>>,
-    Path(function): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn invoke(State(app): State<Arc<App>>, request: Request) -> Response {
     let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let name = parts.uri.path().trim_start_matches('/');
     let Some(function) = [webhook::FUNCTION, export::FUNCTION, tickets::FUNCTION]
         .into_iter()
-        .find(|f| *f == function)
+        .find(|f| *f == name)
     else {
         return not_found().await;
     };
-    let Some(id) = headers
+    let Some(id) = parts
+        .headers
         .get(INVOCATION_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
     else {
         tracing::warn!(function, "request without an invocation id refused");
         return failure(
@@ -159,30 +159,52 @@ async fn invoke(
             "not an invocation from the Functions host",
         );
     };
-    let inv = Invocation { id, function };
-    let result = match Envelope::parse(&body) {
-        Err(e) => Err(InvocationError::from(e)),
-        Ok(envelope) => match function {
-            webhook::FUNCTION => webhook::invoke(&app, &inv, envelope).await,
-            export::FUNCTION => export::invoke(&app, &inv, envelope).await,
-            _ => tickets::invoke(&app, &inv, envelope).await,
-        },
-    };
-    let duration_ms = started.elapsed().as_millis() as u64;
-    match result {
-        Ok(reply) => {
-            tracing::info!(invocation_id = %inv.id, function, duration_ms, outcome = "succeeded", "invocation");
-            json_response(StatusCode::OK, reply.to_json())
+    let body = match axum::body::to_bytes(body, MAX_ENVELOPE_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return failure(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invocation body unreadable or larger than 16 MiB",
+            )
         }
-        Err(e) => {
-            let (status, kind) = match e {
-                InvocationError::Envelope(_) => (StatusCode::BAD_REQUEST, "malformed envelope"),
-                InvocationError::Retry(_) => (StatusCode::SERVICE_UNAVAILABLE, "retry"),
-            };
-            tracing::error!(invocation_id = %inv.id, function, duration_ms, outcome = "failed", kind, reason = %e, "invocation");
-            failure(status, &e.to_string())
+    };
+    let span = telemetry::invocation_span(id, function);
+    let inv = Invocation {
+        id: id.to_owned(),
+        function,
+    };
+    async move {
+        let result = match Envelope::parse(&body) {
+            Err(e) => Err(InvocationError::from(e)),
+            Ok(envelope) => match function {
+                webhook::FUNCTION => webhook::invoke(&app, envelope).await,
+                export::FUNCTION => export::invoke(&app, &inv, envelope).await,
+                _ => tickets::invoke(&app, &inv, envelope).await,
+            },
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(reply) => {
+                telemetry::log_invocation(duration_ms, false, &reply.summary);
+                json_response(StatusCode::OK, reply.to_json())
+            }
+            Err(e) => {
+                let status = match e {
+                    InvocationError::Envelope(_) => StatusCode::BAD_REQUEST,
+                    InvocationError::Retry(_) => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                let reason = e.to_string();
+                let summary = telemetry::InvocationSummary {
+                    reason: Some(reason.clone()),
+                    ..Default::default()
+                };
+                telemetry::log_invocation(duration_ms, true, &summary);
+                failure(status, &reason)
+            }
         }
     }
+    .instrument(span)
+    .await
 }
 
 /// A non-2xx reply: the host marks the invocation failed (and ignores the body).

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use qualtrics_bridge::config::{BridgeConfig, HandlerSettings};
-use qualtrics_bridge::host::{Envelope, Invocation};
+use qualtrics_bridge::host::Envelope;
 use qualtrics_bridge::startup::App;
 use qualtrics_bridge::webhook::{self, verify};
 use serde_json::{json, Value};
@@ -87,18 +87,12 @@ fn invoke(
     if let Some(b) = body {
         req["Body"] = Value::String(b);
     }
-    let envelope = Envelope::parse(
-        json!({"Data": {"req": req}, "Metadata": {}})
-            .to_string()
-            .as_bytes(),
-    )
-    .unwrap();
-    let inv = Invocation {
-        id: "prop".into(),
-        function: webhook::FUNCTION,
-    };
+    let bytes = json!({"Data": {"req": req}, "Metadata": {}})
+        .to_string()
+        .into_bytes();
+    let envelope = Envelope::parse(&bytes).unwrap();
     let reply = rt
-        .block_on(webhook::invoke(app, &inv, envelope))
+        .block_on(webhook::invoke(app, envelope))
         .expect("an HTTP reply, never a failed invocation");
     let v: Value = serde_json::from_slice(&reply.to_json()).unwrap();
     let status: u16 = v["Outputs"]["res"]["statusCode"]
@@ -133,10 +127,10 @@ proptest! {
     ) {
         let original = msg("SV_1", &response, &extra);
         let sig = verify::sign(KEY.as_bytes(), original.as_bytes());
-        prop_assert_eq!(verify::verify_hmac(original.as_bytes(), &sig, &[KEY.as_bytes()]), Ok(0));
+        prop_assert_eq!(verify::verify_hmac(original.as_bytes(), &sig, &[verify::HmacKey::new(KEY.as_bytes())]), Ok(0));
         let changed = apply(original.as_bytes(), &e);
         prop_assume!(changed != original.as_bytes());
-        prop_assert!(verify::verify_hmac(&changed, &sig, &[KEY.as_bytes()]).is_err());
+        prop_assert!(verify::verify_hmac(&changed, &sig, &[verify::HmacKey::new(KEY.as_bytes())]).is_err());
     }
 
     /// The same through the function: a changed MSG (still valid UTF-8) is a 4xx, nothing queued.

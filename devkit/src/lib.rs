@@ -3,6 +3,7 @@
 
 pub mod azurite;
 pub mod bench;
+pub mod canary;
 pub mod fakes;
 pub mod host;
 pub mod process;

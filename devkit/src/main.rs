@@ -5,6 +5,7 @@
 //! devkit host --app-root DIR [--port 7071] [--settings local.settings.json]
 //! devkit publish --url URL [--key-env QUALTRICS_WEBHOOK_KEY] --survey SV_… --response R_…
 //! devkit bench-startup --binary PATH [--runs 20]
+//! devkit scan-output DIR [--min-outputs N]
 //! ```
 
 use anyhow::{bail, Context};
@@ -18,6 +19,7 @@ const USAGE: &str = "usage:
   devkit host --app-root DIR [--port 7071] [--settings FILE]  run the host on an existing app root
   devkit publish --url URL [--key-env NAME] --survey SV_… --response R_…  send one signed delivery
   devkit bench-startup --binary PATH [--runs 20]              spawn-to-ready time, idle RSS, size
+  devkit scan-output DIR [--min-outputs N]                    redaction audit of a test run's output
 
 Settings come from FILE's \"Values\" (local.settings.json format), then the environment for the
 names it does not set. The function key is printed on start (DEVKIT_FUNCTION_KEY overrides it).";
@@ -95,10 +97,62 @@ fn load_settings(file: Option<&Path>) -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
+/// `devkit scan-output DIR [--min-outputs N]`: fails if any protected value (secret, free
+/// text, respondent address) registered during a test run appears in any output it collected,
+/// or if fewer than N outputs were collected (a scan of nothing proves nothing).
+fn scan_output(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let dir = PathBuf::from(args.next().context("scan-output needs DIR")?);
+    let mut min_outputs = 1usize;
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--min-outputs" => {
+                min_outputs = args
+                    .next()
+                    .context("--min-outputs needs a number")?
+                    .parse()
+                    .context("--min-outputs needs a number")?
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    let scan =
+        devkit::canary::scan(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    eprintln!(
+        "redaction scan of {}: {} outputs, {} lines, {} protected values, {} leaks",
+        dir.display(),
+        scan.outputs,
+        scan.lines,
+        scan.values,
+        scan.leaks.len()
+    );
+    for leak in &scan.leaks {
+        eprintln!(
+            "  LEAK {}:{}: a protected value {}",
+            leak.file.display(),
+            leak.line,
+            leak.hint
+        );
+    }
+    if scan.outputs < min_outputs || (min_outputs > 0 && scan.values == 0) {
+        bail!(
+            "only {} outputs and {} protected values collected (need at least {min_outputs} and 1): was {} set for the test run?",
+            scan.outputs,
+            scan.values,
+            devkit::canary::OUTPUT_DIR_VAR
+        );
+    }
+    if !scan.leaks.is_empty() {
+        bail!("{} protected values reached the output", scan.leaks.len());
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("publish") {
-        return devkit::publisher::cli(std::env::args().skip(2)).await;
+    match std::env::args().nth(1).as_deref() {
+        Some("publish") => return devkit::publisher::cli(std::env::args().skip(2)).await,
+        Some("scan-output") => return scan_output(std::env::args().skip(2)),
+        _ => {}
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

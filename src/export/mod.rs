@@ -171,7 +171,7 @@ static SETTINGS: OnceLock<ExportSettings> = OnceLock::new();
 pub async fn invoke(
     app: &App,
     inv: &Invocation,
-    envelope: Envelope,
+    envelope: Envelope<'_>,
 ) -> Result<InvocationReply, InvocationError> {
     let timer = envelope.timer(TIMER)?;
     let settings = SETTINGS.get_or_init(ExportSettings::from_env);

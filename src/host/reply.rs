@@ -1,19 +1,27 @@
 //! Handler → host: the reply the host accepts (always 200 + `application/json` + an object).
 
+use crate::telemetry::InvocationSummary;
+use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 /// A completed invocation's reply: outputs by binding name, log lines, no `ReturnValue`.
 ///
 /// `ReturnValue` is always `null`: an object there would overwrite same-named outputs.
-#[derive(Debug, Default, Serialize)]
+/// Serialised straight from these fields (no JSON value tree): it is built on every webhook.
+#[derive(Debug, Default)]
 pub struct InvocationReply {
-    #[serde(rename = "Outputs")]
-    outputs: Map<String, Value>,
-    #[serde(rename = "Logs")]
+    outputs: Vec<(&'static str, Output)>,
     logs: Vec<String>,
-    #[serde(rename = "ReturnValue")]
-    return_value: Option<()>,
+    /// What the invocation did, for the dispatcher's one log line; not sent to the host.
+    pub summary: InvocationSummary,
+}
+
+/// One output binding's value.
+#[derive(Debug)]
+enum Output {
+    Http(HttpOutput),
+    /// Message texts, each sent as an element of a JSON array of strings.
+    Queue(Vec<String>),
 }
 
 /// The `http` output binding: the status and body the caller receives.
@@ -45,16 +53,14 @@ impl InvocationReply {
         Self::default()
     }
 
+    fn set(&mut self, binding: &'static str, out: Output) {
+        self.outputs.retain(|(b, _)| *b != binding);
+        self.outputs.push((binding, out));
+    }
+
     /// Sets the `http` output `binding`. The status travels as a string, as the host expects.
-    pub fn http(mut self, binding: &str, out: HttpOutput) -> Self {
-        self.outputs.insert(
-            binding.to_string(),
-            serde_json::json!({
-                "statusCode": out.status.to_string(),
-                "headers": { "Content-Type": out.content_type },
-                "body": out.body,
-            }),
-        );
+    pub fn http(mut self, binding: &'static str, out: HttpOutput) -> Self {
+        self.set(binding, Output::Http(out));
         self
     }
 
@@ -63,12 +69,9 @@ impl InvocationReply {
     /// Each text is sent as an element of a JSON array of strings, the one form the host
     /// enqueues byte-exact (a bare string may be base64-decoded or re-indented). An empty
     /// list sets nothing, so nothing is enqueued.
-    pub fn queue(mut self, binding: &str, messages: Vec<String>) -> Self {
+    pub fn queue(mut self, binding: &'static str, messages: Vec<String>) -> Self {
         if !messages.is_empty() {
-            self.outputs.insert(
-                binding.to_string(),
-                Value::Array(messages.into_iter().map(Value::String).collect()),
-            );
+            self.set(binding, Output::Queue(messages));
         }
         self
     }
@@ -79,15 +82,70 @@ impl InvocationReply {
         self
     }
 
+    /// Sets what the invocation's log line says it did.
+    pub fn summary(mut self, summary: InvocationSummary) -> Self {
+        self.summary = summary;
+        self
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
-        // Serialising maps of strings and values cannot fail.
-        serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
+        let mut out = Vec::with_capacity(256);
+        // Serialising strings and numbers into a Vec cannot fail.
+        match self.serialize(&mut serde_json::Serializer::new(&mut out)) {
+            Ok(()) => out,
+            Err(_) => b"{}".to_vec(),
+        }
+    }
+}
+
+impl Serialize for InvocationReply {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Outputs<'a>(&'a [(&'static str, Output)]);
+        impl Serialize for Outputs<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(self.0.len()))?;
+                for (binding, out) in self.0 {
+                    match out {
+                        Output::Http(h) => m.serialize_entry(binding, &HttpJson(h))?,
+                        Output::Queue(texts) => m.serialize_entry(binding, texts)?,
+                    }
+                }
+                m.end()
+            }
+        }
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("Outputs", &Outputs(&self.outputs))?;
+        m.serialize_entry("Logs", &self.logs)?;
+        m.serialize_entry("ReturnValue", &())?;
+        m.end()
+    }
+}
+
+/// `{"statusCode":"202","headers":{"Content-Type":…},"body":…}`.
+struct HttpJson<'a>(&'a HttpOutput);
+
+impl Serialize for HttpJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Headers(&'static str);
+        impl Serialize for Headers {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("Content-Type", self.0)?;
+                m.end()
+            }
+        }
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("statusCode", &self.0.status.to_string())?;
+        m.serialize_entry("headers", &Headers(self.0.content_type))?;
+        m.serialize_entry("body", &self.0.body)?;
+        m.end()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn reply_shape_is_what_the_host_parses() {

@@ -2,6 +2,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -25,24 +26,27 @@ pub enum EnvelopeError {
     BadMetadata { key: &'static str, reason: String },
 }
 
-/// The invocation envelope. Top-level names are matched as the host writes them.
+/// The invocation envelope, borrowed from the request body and decoded only when a function
+/// asks for its binding, and then only as far as it needs.
 ///
-/// Entries are kept as raw JSON text and parsed only when a function asks for its binding:
-/// the host sends much the handler never reads (`Identities`, HTTP `Metadata`), and building
-/// value trees for it would cost more than the function's own work.
+/// The HTTP trigger (the hot path: every webhook) is decoded in one pass straight out of the
+/// body, its strings borrowed where they need no unescaping; the host sends much the handler
+/// never reads (`Identities`, HTTP `Metadata`), which is skipped without building anything.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    body: &'a [u8],
+}
+
+/// The whole envelope as maps of raw entries, for the triggers that need `Metadata` too.
 #[derive(Debug, Deserialize)]
-pub struct Envelope {
+struct Entries {
     #[serde(rename = "Data", default)]
     data: HashMap<String, Box<RawValue>>,
     #[serde(rename = "Metadata", default)]
     metadata: HashMap<String, Box<RawValue>>,
 }
 
-impl Envelope {
-    pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
-        serde_json::from_slice(body).map_err(EnvelopeError::NotJson)
-    }
-
+impl Entries {
     fn take(&mut self, binding: &'static str) -> Result<Box<RawValue>, EnvelopeError> {
         self.data
             .remove(binding)
@@ -54,19 +58,48 @@ impl Envelope {
             .get(key)
             .and_then(|raw| serde_json::from_str(raw.get()).ok())
     }
+}
+
+impl<'a> Envelope<'a> {
+    /// Wraps an invocation body. Nothing is checked yet: a body that is not an envelope fails
+    /// when the function asks for its binding.
+    pub fn parse(body: &'a [u8]) -> Result<Self, EnvelopeError> {
+        Ok(Self { body })
+    }
+
+    fn entries(&self) -> Result<Entries, EnvelopeError> {
+        serde_json::from_slice(self.body).map_err(EnvelopeError::NotJson)
+    }
 
     /// The HTTP trigger payload bound as `binding`.
-    pub fn http(mut self, binding: &'static str) -> Result<HttpTrigger, EnvelopeError> {
-        serde_json::from_str(self.take(binding)?.get()).map_err(|e| EnvelopeError::BadBinding {
-            binding,
-            kind: "HTTP request",
-            reason: e.to_string(),
-        })
+    pub fn http(self, binding: &'static str) -> Result<HttpTrigger<'a>, EnvelopeError> {
+        let in_binding = std::cell::Cell::new(false);
+        let mut de = serde_json::Deserializer::from_slice(self.body);
+        let found = serde::de::DeserializeSeed::deserialize(
+            OneBinding::<HttpTrigger<'a>> {
+                binding,
+                in_binding: &in_binding,
+                _value: std::marker::PhantomData,
+            },
+            &mut de,
+        )
+        .and_then(|found| de.end().map(|()| found));
+        match found {
+            Ok(Some(req)) => Ok(req),
+            Ok(None) => Err(EnvelopeError::MissingBinding(binding)),
+            Err(e) if in_binding.get() => Err(EnvelopeError::BadBinding {
+                binding,
+                kind: "HTTP request",
+                reason: e.to_string(),
+            }),
+            Err(e) => Err(EnvelopeError::NotJson(e)),
+        }
     }
 
     /// The timer trigger payload bound as `binding`.
-    pub fn timer(mut self, binding: &'static str) -> Result<TimerInfo, EnvelopeError> {
-        serde_json::from_str(self.take(binding)?.get()).map_err(|e| EnvelopeError::BadBinding {
+    pub fn timer(self, binding: &'static str) -> Result<TimerInfo, EnvelopeError> {
+        let raw = self.entries()?.take(binding)?;
+        serde_json::from_str(raw.get()).map_err(|e| EnvelopeError::BadBinding {
             binding,
             kind: "TimerInfo",
             reason: e.to_string(),
@@ -74,19 +107,20 @@ impl Envelope {
     }
 
     /// The queue trigger payload bound as `binding`, with its metadata.
-    pub fn queue(mut self, binding: &'static str) -> Result<QueueTrigger, EnvelopeError> {
+    pub fn queue(self, binding: &'static str) -> Result<QueueTrigger, EnvelopeError> {
         let bad = |reason: &str| EnvelopeError::BadBinding {
             binding,
             kind: "queue message",
             reason: reason.to_string(),
         };
+        let mut entries = self.entries()?;
         // The host JSON-encodes the message text once more: Data.x is a string whose content
         // is a JSON string literal of the text.
-        let literal: String = serde_json::from_str(self.take(binding)?.get())
+        let literal: String = serde_json::from_str(entries.take(binding)?.get())
             .map_err(|_| bad("expected a JSON string"))?;
         let text: String = serde_json::from_str(&literal)
             .map_err(|_| bad("expected a JSON string literal (the host double-encodes text)"))?;
-        let dequeue_count = match self.metadata("DequeueCount") {
+        let dequeue_count = match entries.metadata("DequeueCount") {
             None => {
                 return Err(EnvelopeError::BadMetadata {
                     key: "DequeueCount",
@@ -101,10 +135,147 @@ impl Envelope {
         Ok(QueueTrigger {
             text,
             dequeue_count,
-            id: self.metadata("Id").as_ref().and_then(unquote),
-            pop_receipt: self.metadata("PopReceipt").as_ref().and_then(unquote),
-            insertion_time: self.metadata("InsertionTime").as_ref().and_then(unquote),
+            id: entries.metadata("Id").as_ref().and_then(unquote),
+            pop_receipt: entries.metadata("PopReceipt").as_ref().and_then(unquote),
+            insertion_time: entries.metadata("InsertionTime").as_ref().and_then(unquote),
         })
+    }
+}
+
+/// Decodes `Data.<binding>` as `T` in one pass over the envelope, skipping everything else.
+/// `in_binding` tells afterwards whether an error came from inside the binding.
+struct OneBinding<'b, T> {
+    binding: &'static str,
+    in_binding: &'b std::cell::Cell<bool>,
+    _value: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for OneBinding<'_, T> {
+    type Value = Option<T>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for OneBinding<'_, T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an invocation envelope object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            if &*key == "Data" && found.is_none() {
+                found = map.next_value_seed(DataMap {
+                    binding: self.binding,
+                    in_binding: self.in_binding,
+                    _value: std::marker::PhantomData::<T>,
+                })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The `Data` object: the one entry wanted, the rest skipped.
+struct DataMap<'b, T> {
+    binding: &'static str,
+    in_binding: &'b std::cell::Cell<bool>,
+    _value: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for DataMap<'_, T> {
+    type Value = Option<T>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for DataMap<'_, T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("the envelope's Data object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            if &*key == self.binding && found.is_none() {
+                self.in_binding.set(true);
+                found = Some(map.next_value::<T>()?);
+                self.in_binding.set(false);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A JSON string, borrowed from the envelope unless it had escapes to undo.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// A JSON object kept as its entries in order: no hashing for the handful a request has.
+#[derive(Debug, Default)]
+pub struct Pairs<K, V>(pub Vec<(K, V)>);
+
+impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Pairs<K, V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<K, V>(std::marker::PhantomData<(K, V)>);
+        impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<K, V> {
+            type Value = Pairs<K, V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Pairs<K, V>, A::Error> {
+                let mut v = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
+                while let Some(entry) = map.next_entry()? {
+                    v.push(entry);
+                }
+                Ok(Pairs(v))
+            }
+        }
+        d.deserialize_map(Visitor(std::marker::PhantomData))
     }
 }
 
@@ -128,45 +299,51 @@ fn unquote(v: &Value) -> Option<String> {
     Some(serde_json::from_str::<String>(s).unwrap_or_else(|_| s.to_string()))
 }
 
-/// `Data.req` of an HTTP trigger.
+/// `Data.req` of an HTTP trigger, borrowing from the envelope.
 #[derive(Debug, Deserialize)]
-pub struct HttpTrigger {
-    #[serde(rename = "Url", default)]
-    pub url: String,
-    #[serde(rename = "Method")]
-    pub method: String,
-    #[serde(rename = "Query", default)]
-    pub query: HashMap<String, String>,
-    #[serde(rename = "Headers", default)]
-    headers: HashMap<String, HeaderValues>,
+pub struct HttpTrigger<'a> {
+    #[serde(rename = "Url", default, borrow)]
+    pub url: Text<'a>,
+    #[serde(rename = "Method", borrow)]
+    pub method: Text<'a>,
+    #[serde(rename = "Query", default, borrow)]
+    pub query: Pairs<Text<'a>, Text<'a>>,
+    #[serde(rename = "Headers", default, borrow)]
+    headers: Pairs<Text<'a>, HeaderValues<'a>>,
     /// Present only when the caller sent `Content-Length > 0`.
-    #[serde(rename = "Body", default)]
-    body: Option<String>,
+    #[serde(rename = "Body", default, borrow)]
+    body: Option<Text<'a>>,
 }
 
 /// The first value of a header. The host sends values as arrays (ASP.NET `StringValues`); a
 /// bare string is accepted too. Hand-written rather than `#[serde(untagged)]`, which would
 /// buffer every header value before trying each shape.
 #[derive(Debug, Default)]
-struct HeaderValues(Option<String>);
+struct HeaderValues<'a>(Option<Text<'a>>);
 
-impl<'de> Deserialize<'de> for HeaderValues {
+impl<'de: 'a, 'a> Deserialize<'de> for HeaderValues<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = HeaderValues;
+            type Value = HeaderValues<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a header value or an array of them")
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HeaderValues, E> {
-                Ok(HeaderValues(Some(v.to_owned())))
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<HeaderValues<'de>, E> {
+                Ok(HeaderValues(Some(Text(Cow::Borrowed(v)))))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HeaderValues<'de>, E> {
+                Ok(HeaderValues(Some(Text(Cow::Owned(v.to_owned())))))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<HeaderValues, A::Error> {
-                let first: Option<String> = seq.next_element()?;
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            ) -> Result<HeaderValues<'de>, A::Error> {
+                let first: Option<Text<'de>> = seq.next_element()?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(HeaderValues(first))
             }
         }
@@ -174,10 +351,11 @@ impl<'de> Deserialize<'de> for HeaderValues {
     }
 }
 
-impl HttpTrigger {
+impl HttpTrigger<'_> {
     /// First value of a header, looked up case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
+            .0
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .and_then(|(_, v)| v.0.as_deref())
@@ -264,18 +442,23 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn env(v: Value) -> Envelope {
-        Envelope::parse(v.to_string().as_bytes()).unwrap()
+    fn body(v: Value) -> Vec<u8> {
+        v.to_string().into_bytes()
+    }
+
+    fn env(b: &[u8]) -> Envelope<'_> {
+        Envelope::parse(b).unwrap()
     }
 
     #[test]
     fn queue_text_is_double_decoded_and_metadata_unquoted() {
         // The captured host shape (reference §2.4).
-        let e = env(json!({
+        let b = body(json!({
             "Data": {"request": "\"{\\\"a\\\":1}\""},
             "Metadata": {"DequeueCount": "3", "Id": "\"52d5\"", "PopReceipt": "\"MThG\"",
                           "InsertionTime": "2025-02-18T03:06:19+00:00", "sys": {}}
         }));
+        let e = env(&b);
         let q = e.queue("request").unwrap();
         assert_eq!(q.text, r#"{"a":1}"#);
         assert_eq!(q.dequeue_count, 3);
@@ -285,7 +468,8 @@ mod tests {
 
     #[test]
     fn queue_text_that_is_not_double_encoded_is_refused() {
-        let e = env(json!({"Data": {"request": "{\"a\":1}"}, "Metadata": {"DequeueCount": "1"}}));
+        let b = body(json!({"Data": {"request": "{\"a\":1}"}, "Metadata": {"DequeueCount": "1"}}));
+        let e = env(&b);
         assert!(matches!(
             e.queue("request"),
             Err(EnvelopeError::BadBinding { .. })
@@ -308,26 +492,30 @@ mod tests {
 
     #[test]
     fn http_body_rules() {
-        let e = env(json!({"Data": {"req": {
+        let b = body(json!({"Data": {"req": {
             "Url": "http://x/api/a?code=k", "Method": "POST", "Query": {"code": "k"},
             "Headers": {"content-type": ["application/octet-stream"], "X-Many": ["a", "b"]},
             "Body": "AAEC/w=="}}, "Metadata": {}}));
+        let e = env(&b);
         let req = e.http("req").unwrap();
         assert_eq!(req.header("Content-Type"), Some("application/octet-stream"));
         assert_eq!(req.header("x-many"), Some("a"));
         assert_eq!(req.body_bytes().unwrap().unwrap().as_ref(), &[0, 1, 2, 255]);
 
-        let e = env(json!({"Data": {"req": {"Method": "POST", "Headers": {}}}}));
+        let b = body(json!({"Data": {"req": {"Method": "POST", "Headers": {}}}}));
+        let e = env(&b);
         assert!(e.http("req").unwrap().body_bytes().unwrap().is_none());
 
-        let e = env(json!({"Data": {"req": {"Method": "POST",
+        let b = body(json!({"Data": {"req": {"Method": "POST",
             "Headers": {"Content-Type": ["multipart/form-data; boundary=x"]}, "Body": "not base64!"}}}));
+        let e = env(&b);
         assert!(e.http("req").unwrap().body_bytes().is_err());
     }
 
     #[test]
     fn missing_binding_is_named() {
-        let e = env(json!({"Data": {}}));
+        let b = body(json!({"Data": {}}));
+        let e = env(&b);
         assert_eq!(
             e.http("req").unwrap_err().to_string(),
             "envelope has no Data.req"

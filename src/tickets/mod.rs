@@ -28,6 +28,7 @@ use crate::config::{TicketSystem, TicketingLimits};
 use crate::host::{Envelope, Invocation, InvocationError, InvocationReply, QueueTrigger};
 use crate::messages::{RequestSource, TicketRequest};
 use crate::startup::App;
+use crate::telemetry::{InvocationSummary, Severity};
 use http::CallError;
 use ledger::{now_rfc3339, Claim, Entry, Ledger, State, TicketRef};
 use mapping::Mapping;
@@ -119,26 +120,37 @@ fn system_name(s: TicketSystem) -> &'static str {
 pub async fn invoke(
     app: &App,
     inv: &Invocation,
-    envelope: Envelope,
+    envelope: Envelope<'_>,
 ) -> Result<InvocationReply, InvocationError> {
     let msg = envelope.queue(REQUEST)?;
     let request = match TicketRequest::parse(&msg.text) {
         Ok(r) => r,
         Err(why) => {
-            tracing::warn!(invocation_id = %inv.id, function = FUNCTION, dequeue_count = msg.dequeue_count, reason = %why, outcome = "deadlettered", "invalid ticket request");
-            record_invalid(app, inv, &msg, &why.to_string()).await;
+            let why = why.to_string();
+            record_invalid(app, inv, &msg, &why).await;
             return Ok(InvocationReply::new()
                 .queue(DEADLETTER, vec![msg.text])
-                .log(format!("dead-lettered: {why}")));
+                .log(format!("dead-lettered: {why}"))
+                .summary(InvocationSummary {
+                    outcome: Some("deadlettered"),
+                    reason: Some(format!("invalid ticket request: {why}")),
+                    severity: Severity::Error,
+                    ..Default::default()
+                }));
         }
     };
     let svc = &app.tickets;
     let Some(mapping) = svc.mappings.get(&request.survey_id) else {
-        tracing::info!(invocation_id = %inv.id, function = FUNCTION, survey_id = %request.survey_id, response_id = %request.response_id, outcome = "skipped", "survey raises no tickets");
-        return Ok(InvocationReply::new().log(format!(
-            "{}/{}: survey raises no tickets; skipped",
-            request.survey_id, request.response_id
-        )));
+        return Ok(InvocationReply::new()
+            .log(format!(
+                "{}/{}: survey raises no tickets; skipped",
+                request.survey_id, request.response_id
+            ))
+            .summary(summary_of(
+                &request,
+                "skipped",
+                Some("survey raises no tickets"),
+            )));
     };
     let Some(ledger) = svc.ledger.as_ref() else {
         return Err(InvocationError::Retry(
@@ -190,6 +202,21 @@ async fn record_invalid(app: &App, inv: &Invocation, msg: &QueueTrigger, why: &s
     // Never overwrite a real outcome: create only.
     if let Err(e) = ledger.create(&blob, &entry).await {
         tracing::warn!(error = %e, "cannot record the invalid request in the ledger");
+    }
+}
+
+/// The invocation's log line for a request about one response.
+fn summary_of(
+    request: &TicketRequest,
+    outcome: &'static str,
+    reason: Option<&str>,
+) -> InvocationSummary {
+    InvocationSummary {
+        outcome: Some(outcome),
+        survey_id: Some(request.survey_id.clone()),
+        response_id: Some(request.response_id.clone()),
+        reason: reason.map(str::to_owned),
+        ..Default::default()
     }
 }
 
@@ -315,9 +342,9 @@ impl Attempt<'_> {
                 }
                 Some((found, etag)) => match self.judge(&found) {
                     Seen::Done(why) => {
-                        tracing::info!(invocation_id = %self.inv.id, function = FUNCTION, survey_id = %self.request.survey_id, response_id = %self.request.response_id, outcome = "duplicate", reason = %why, "nothing to do");
                         return Ok(Err(InvocationReply::new()
-                            .log(format!("{}: {why}; nothing to do", self.ids()))));
+                            .log(format!("{}: {why}; nothing to do", self.ids()))
+                            .summary(summary_of(self.request, "duplicate", Some(&why)))));
                     }
                     Seen::TakeOver => {
                         let attempts = found.attempts + 1;
@@ -370,23 +397,34 @@ impl Attempt<'_> {
                     ticket.system,
                     ticket.number.as_deref().unwrap_or(&ticket.id)
                 );
-                tracing::info!(invocation_id = %self.inv.id, function = FUNCTION, survey_id = %self.request.survey_id, response_id = %self.request.response_id, system = %ticket.system, ticket_id = %ticket.id, outcome = "created", "{line}");
+                let mut summary = summary_of(self.request, "created", None);
+                summary.ticket_id = Some(format!(
+                    "{} {}",
+                    ticket.system,
+                    ticket.number.as_deref().unwrap_or(&ticket.id)
+                ));
                 entry.state = State::Created;
                 entry.ticket = Some(ticket);
-                (Some(InvocationReply::new().log(line)), None)
+                (
+                    Some(InvocationReply::new().log(line).summary(summary)),
+                    None,
+                )
             }
             Ok(Outcome::Skipped(why)) => {
-                tracing::info!(invocation_id = %self.inv.id, function = FUNCTION, survey_id = %self.request.survey_id, response_id = %self.request.response_id, outcome = "skipped", reason = %why, "no ticket");
                 entry.state = State::Skipped;
                 entry.reason = Some(why.clone());
                 (
-                    Some(InvocationReply::new().log(format!("{ids}: skipped: {why}"))),
+                    Some(
+                        InvocationReply::new()
+                            .log(format!("{ids}: skipped: {why}"))
+                            .summary(summary_of(self.request, "skipped", Some(&why))),
+                    ),
                     None,
                 )
             }
             Err(CallError::Transient(why)) => {
                 let last = self.msg.dequeue_count >= self.svc.limits.max_attempts;
-                tracing::warn!(invocation_id = %self.inv.id, function = FUNCTION, survey_id = %self.request.survey_id, response_id = %self.request.response_id, dequeue_count = self.msg.dequeue_count, outcome = if last { "poisoned" } else { "retry" }, reason = %why, "transient failure");
+                tracing::warn!(survey_id = %self.request.survey_id, response_id = %self.request.response_id, dequeue_count = self.msg.dequeue_count, outcome = if last { "poisoned" } else { "retry" }, reason = %why, "transient failure");
                 entry.state = State::Failed;
                 entry.retryable = true;
                 entry.reason = Some(if last {
@@ -397,14 +435,16 @@ impl Attempt<'_> {
                 (None, Some(InvocationError::Retry(format!("{ids}: {why}"))))
             }
             Err(CallError::Permanent(why) | CallError::Auth(why)) => {
-                tracing::error!(invocation_id = %self.inv.id, function = FUNCTION, survey_id = %self.request.survey_id, response_id = %self.request.response_id, outcome = "deadlettered", reason = %why, "permanent failure");
+                let mut summary = summary_of(self.request, "deadlettered", Some(&why));
+                summary.severity = Severity::Error;
                 entry.state = State::Failed;
                 entry.reason = Some(why.clone());
                 (
                     Some(
                         InvocationReply::new()
                             .queue(DEADLETTER, vec![self.msg.text.clone()])
-                            .log(format!("dead-lettered: {ids}: {why}")),
+                            .log(format!("dead-lettered: {ids}: {why}"))
+                            .summary(summary),
                     ),
                     None,
                 )
@@ -415,7 +455,7 @@ impl Attempt<'_> {
             Ok(None) => {
                 // Our claim was taken over (we exceeded claim_ttl_secs). The other worker looks
                 // the ticket up before creating one, so this is logged, not fatal.
-                tracing::warn!(invocation_id = %self.inv.id, survey_id = %self.request.survey_id, response_id = %self.request.response_id, "the claim was taken over before the outcome was recorded");
+                tracing::warn!(survey_id = %self.request.survey_id, response_id = %self.request.response_id, "the claim was taken over before the outcome was recorded");
             }
             Err(e) => {
                 if error.is_none() && entry.state != State::Failed {

@@ -15,13 +15,12 @@
 
 pub mod verify;
 
-use crate::host::{
-    Envelope, HttpOutput, HttpTrigger, Invocation, InvocationError, InvocationReply,
-};
+use crate::host::{Envelope, HttpOutput, HttpTrigger, InvocationError, InvocationReply};
 use crate::messages::{RequestSource, TicketRequest};
 use crate::secrets::{Secret, SecretName};
 use crate::startup::App;
-use verify::{FormError, PayloadError, SignatureError, Subject};
+use crate::telemetry::{InvocationSummary, Severity};
+use verify::{FormError, HmacKey, PayloadError, SignatureError, Subject};
 
 pub const FUNCTION: &str = "QualtricsWebhook";
 const REQUEST: &str = "req";
@@ -124,11 +123,7 @@ pub struct Delivery {
     pub auth: Auth,
 }
 
-pub async fn invoke(
-    app: &App,
-    inv: &Invocation,
-    envelope: Envelope,
-) -> Result<InvocationReply, InvocationError> {
+pub async fn invoke(app: &App, envelope: Envelope<'_>) -> Result<InvocationReply, InvocationError> {
     let req = envelope.http(REQUEST)?;
     if req.method.eq_ignore_ascii_case("GET") {
         return Ok(InvocationReply::new()
@@ -141,57 +136,82 @@ pub async fn invoke(
         Err(Refusal::Method)
     };
     Ok(match intake {
-        Ok(delivery) => accept(app, inv, delivery),
-        Err(refusal) => refuse(inv, refusal),
+        Ok(delivery) => accept(app, delivery),
+        Err(refusal) => refuse(refusal),
     })
 }
 
-fn refuse(inv: &Invocation, refusal: Refusal) -> InvocationReply {
+fn refuse(refusal: Refusal) -> InvocationReply {
     let status = refusal.status();
     let detail = refusal.detail();
-    tracing::warn!(invocation_id = %inv.id, function = FUNCTION, status, reason = %detail, outcome = "refused", "webhook delivery refused");
+    let log = format!("POST {FUNCTION} -> {status} refused: {detail}");
     InvocationReply::new()
         .http(RESPONSE, HttpOutput::error(status, &refusal.to_string()))
-        .log(format!("POST {FUNCTION} -> {status} refused: {detail}"))
+        .log(log)
+        .summary(InvocationSummary {
+            outcome: Some("refused"),
+            status: Some(status),
+            reason: Some(detail),
+            severity: Severity::Warn,
+            ..Default::default()
+        })
 }
 
-fn accept(app: &App, inv: &Invocation, d: Delivery) -> InvocationReply {
-    let (survey_id, response_id, auth) =
-        (&d.subject.survey_id, &d.subject.response_id, d.auth.label());
-    let survey = app.bridge.survey(survey_id);
+fn accept(app: &App, d: Delivery) -> InvocationReply {
+    let Delivery {
+        subject,
+        topic,
+        auth,
+    } = d;
+    let survey = app.bridge.survey(&subject.survey_id);
     let skip = match survey {
         None => Some("unknown survey"),
         Some(s) if s.tickets.is_none() => Some("survey raises no tickets"),
-        Some(_) if !d.subject.is_complete() => Some("response is not Complete"),
+        Some(_) if !subject.is_complete() => Some("response is not Complete"),
         Some(_) => None,
     };
-    if let Some(why) = skip {
-        tracing::info!(invocation_id = %inv.id, function = FUNCTION, survey_id = %survey_id, response_id = %response_id, auth, outcome = "ignored", reason = why, "webhook delivery accepted, nothing queued");
-        return InvocationReply::new()
+    let label = auth.label();
+    let (survey_id, response_id) = (&subject.survey_id, &subject.response_id);
+    let mut summary = InvocationSummary {
+        status: Some(202),
+        auth: Some(label),
+        // An unauthenticated delivery is accepted (allow_unsigned) but always stands out.
+        severity: if auth == Auth::Unsigned {
+            Severity::Warn
+        } else {
+            Severity::Info
+        },
+        ..Default::default()
+    };
+    let reply = if let Some(why) = skip {
+        summary.outcome = Some("ignored");
+        summary.reason = Some(why.to_string());
+        InvocationReply::new()
             .http(RESPONSE, HttpOutput::json(202, r#"{"status":"ignored"}"#))
             .log(format!(
-                "POST {FUNCTION} -> 202 {survey_id}/{response_id} ({auth}): {why}; nothing queued"
-            ));
-    }
-    if d.auth == Auth::Unsigned {
-        tracing::warn!(invocation_id = %inv.id, function = FUNCTION, survey_id = %survey_id, response_id = %response_id, auth, "unauthenticated delivery accepted (allow_unsigned)");
-    }
-    let message = TicketRequest {
-        v: TicketRequest::VERSION,
-        survey_id: survey_id.clone(),
-        response_id: response_id.clone(),
-        source: RequestSource::Webhook,
-        topic: d.topic.clone(),
-        received_at: received_at(),
-    }
-    .to_text();
-    tracing::info!(invocation_id = %inv.id, function = FUNCTION, survey_id = %survey_id, response_id = %response_id, auth, outcome = "queued", "webhook delivery queued");
-    InvocationReply::new()
-        .http(RESPONSE, HttpOutput::json(202, r#"{"status":"queued"}"#))
-        .queue(TICKETS, vec![message])
-        .log(format!(
-            "POST {FUNCTION} -> 202 {survey_id}/{response_id} ({auth}): ticket request queued"
-        ))
+                "POST {FUNCTION} -> 202 {survey_id}/{response_id} ({label}): {why}; nothing queued"
+            ))
+    } else {
+        summary.outcome = Some("queued");
+        let message = TicketRequest {
+            v: TicketRequest::VERSION,
+            survey_id: survey_id.clone(),
+            response_id: response_id.clone(),
+            source: RequestSource::Webhook,
+            topic,
+            received_at: received_at(),
+        }
+        .to_text();
+        InvocationReply::new()
+            .http(RESPONSE, HttpOutput::json(202, r#"{"status":"queued"}"#))
+            .queue(TICKETS, vec![message])
+            .log(format!(
+                "POST {FUNCTION} -> 202 {survey_id}/{response_id} ({label}): ticket request queued"
+            ))
+    };
+    summary.survey_id = Some(subject.survey_id);
+    summary.response_id = Some(subject.response_id);
+    reply.summary(summary)
 }
 
 /// Now, RFC 3339 UTC to the second (`2026-01-31T12:00:00Z`).
@@ -203,7 +223,7 @@ fn received_at() -> String {
 }
 
 /// Checks one POST and says what it is about, or why it is refused.
-pub async fn intake(app: &App, req: &HttpTrigger) -> Result<Delivery, Refusal> {
+pub async fn intake(app: &App, req: &HttpTrigger<'_>) -> Result<Delivery, Refusal> {
     let body = req.raw_body().unwrap_or("");
     if body.len() > MAX_BODY_BYTES {
         return Err(Refusal::TooLarge);
@@ -261,7 +281,11 @@ async fn form_delivery(app: &App, body: &str) -> Result<Delivery, Refusal> {
     })
 }
 
-async fn workflow_delivery(app: &App, req: &HttpTrigger, body: &str) -> Result<Delivery, Refusal> {
+async fn workflow_delivery(
+    app: &App,
+    req: &HttpTrigger<'_>,
+    body: &str,
+) -> Result<Delivery, Refusal> {
     let presented = req
         .header("authorization")
         .and_then(verify::bearer)
@@ -300,13 +324,39 @@ const KEYS: [SecretName; 2] = [
     SecretName::QualtricsWebhookKeyPrevious,
 ];
 
+/// The webhook keys, keyed for HMAC once per key value rather than once per delivery.
+#[derive(Debug, Default)]
+pub struct KeyCache(std::sync::Mutex<Vec<(SecretName, Secret, HmacKey)>>);
+
+impl KeyCache {
+    /// The ready key for `name`'s current `value`, made (and remembered) on first use.
+    fn key(&self, name: SecretName, value: Secret) -> HmacKey {
+        let Ok(mut cache) = self.0.lock() else {
+            return HmacKey::new(value.expose().as_bytes());
+        };
+        if let Some((_, _, key)) = cache
+            .iter()
+            .find(|(n, v, _)| *n == name && v.expose() == value.expose())
+        {
+            return key.clone();
+        }
+        let key = HmacKey::new(value.expose().as_bytes());
+        cache.retain(|(n, _, _)| *n != name);
+        cache.push((name, value, key.clone()));
+        key
+    }
+}
+
 /// The configured webhook keys (current first). A failure to read the current key is
 /// transient; a failure to read the previous one only loses the rotation grace.
-async fn webhook_keys(app: &App) -> Result<Vec<(SecretName, Secret)>, Refusal> {
-    let mut keys = Vec::with_capacity(2);
+async fn webhook_keys(app: &App) -> Result<(Vec<SecretName>, Vec<HmacKey>), Refusal> {
+    let (mut names, mut keys) = (Vec::with_capacity(2), Vec::with_capacity(2));
     for name in KEYS {
         match app.secrets.get(name).await {
-            Ok(Some(s)) => keys.push((name, s)),
+            Ok(Some(s)) => {
+                keys.push(app.webhook_keys.key(name, s));
+                names.push(name);
+            }
             Ok(None) => {}
             Err(e) if name == SecretName::QualtricsWebhookKey => {
                 tracing::error!(function = FUNCTION, error = %e, "webhook key unavailable");
@@ -317,16 +367,15 @@ async fn webhook_keys(app: &App) -> Result<Vec<(SecretName, Secret)>, Refusal> {
             }
         }
     }
-    Ok(keys)
+    Ok((names, keys))
 }
 
 fn check(
-    keys: &[(SecretName, Secret)],
+    (names, keys): &(Vec<SecretName>, Vec<HmacKey>),
     msg: &str,
     hmac: &str,
 ) -> Result<SecretName, SignatureError> {
-    let raw: Vec<&[u8]> = keys.iter().map(|(_, s)| s.expose().as_bytes()).collect();
-    verify::verify_hmac(msg.as_bytes(), hmac, &raw).map(|i| keys[i].0)
+    verify::verify_hmac(msg.as_bytes(), hmac, keys).map(|i| names[i])
 }
 
 /// Verifies `HMAC`; on a mismatch with every cached key, re-reads the keys once (rate-limited
@@ -383,28 +432,21 @@ mod tests {
         app
     }
 
-    fn envelope(method: &str, headers: Value, body: Option<&str>) -> Envelope {
+    /// The host's envelope of an HTTP request, as bytes.
+    fn envelope(method: &str, headers: Value, body: Option<&str>) -> Vec<u8> {
         let mut req =
             json!({"Url": "http://x/api/qualtrics/events", "Method": method, "Headers": headers});
         if let Some(b) = body {
             req["Body"] = json!(b);
         }
-        Envelope::parse(
-            json!({"Data": {"req": req}, "Metadata": {}})
-                .to_string()
-                .as_bytes(),
-        )
-        .unwrap()
+        json!({"Data": {"req": req}, "Metadata": {}})
+            .to_string()
+            .into_bytes()
     }
 
     async fn run(app: &App, headers: Value, body: Option<&str>) -> Value {
-        let inv = Invocation {
-            id: "t".into(),
-            function: FUNCTION,
-        };
-        let reply = invoke(app, &inv, envelope("POST", headers, body))
-            .await
-            .unwrap();
+        let bytes = envelope("POST", headers, body);
+        let reply = invoke(app, Envelope::parse(&bytes).unwrap()).await.unwrap();
         serde_json::from_slice(&reply.to_json()).unwrap()
     }
 

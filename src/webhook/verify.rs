@@ -12,9 +12,10 @@
 //! Reference: `external-apis.md` §1.4.2–1.4.3 (form and HMAC), §1.4.6 (workflow task).
 
 use crate::messages::is_qualtrics_id;
-use hmac::{Hmac, Mac};
+use aws_lc_rs::hmac;
 use serde::Deserialize;
 use sha2::{Digest, Sha512};
+use std::borrow::Cow;
 use subtle::{Choice, ConstantTimeEq};
 
 /// Length of the `HMAC` field: 64 bytes of SHA-512 as hex.
@@ -82,43 +83,52 @@ pub fn parse_form(body: &str) -> Result<Form, FormError> {
             if slot.is_some() {
                 return Err(FormError::Duplicate(canonical));
             }
-            *slot = Some(form_decode(raw_value)?);
+            *slot = Some(form_decode(raw_value)?.into_owned());
         }
     }
     Ok(form)
 }
 
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; the bytes must
-/// be UTF-8. Stricter than browsers: a stray `%` is an error, not a literal.
-pub fn form_decode(raw: &str) -> Result<String, FormError> {
+/// be UTF-8. Stricter than browsers: a stray `%` is an error, not a literal. Borrows when there
+/// is nothing to decode.
+pub fn form_decode(raw: &str) -> Result<Cow<'_, str>, FormError> {
     let bytes = raw.as_bytes();
-    if !bytes.iter().any(|b| *b == b'%' || *b == b'+') {
-        return Ok(raw.to_string());
-    }
+    let special = |b: &u8| *b == b'%' || *b == b'+';
+    let Some(first) = bytes.iter().position(special) else {
+        return Ok(Cow::Borrowed(raw));
+    };
     let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    out.extend_from_slice(&bytes[..first]);
+    let mut rest = &bytes[first..];
+    // Escapes are dense in a Qualtrics MSG (every quote and colon): copy the runs between
+    // them whole, decode each escape in place.
+    while let Some((&b, tail)) = rest.split_first() {
+        match b {
             b'+' => {
                 out.push(b' ');
-                i += 1;
+                rest = tail;
             }
-            b'%' => {
-                let hi = bytes.get(i + 1).and_then(|b| hex_val(*b));
-                let lo = bytes.get(i + 2).and_then(|b| hex_val(*b));
-                match (hi, lo) {
-                    (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+            b'%' => match tail {
+                [hi, lo, after @ ..] => match (hex_val(*hi), hex_val(*lo)) {
+                    (Some(hi), Some(lo)) => {
+                        out.push(hi << 4 | lo);
+                        rest = after;
+                    }
                     _ => return Err(FormError::BadEscape),
-                }
-                i += 3;
-            }
-            b => {
-                out.push(b);
-                i += 1;
+                },
+                _ => return Err(FormError::BadEscape),
+            },
+            _ => {
+                let run = rest.iter().position(special).unwrap_or(rest.len());
+                out.extend_from_slice(&rest[..run]);
+                rest = &rest[run..];
             }
         }
     }
-    String::from_utf8(out).map_err(|_| FormError::NotUtf8)
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| FormError::NotUtf8)
 }
 
 fn hex_val(b: u8) -> Option<u8> {
@@ -144,7 +154,7 @@ pub enum SignatureError {
 /// Lowercase hex HMAC-SHA512 of `msg` under `key`: what Qualtrics puts in `HMAC`.
 pub fn sign(key: &[u8], msg: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let tag = mac(key, msg);
+    let tag = HmacKey::new(key).mac(msg);
     let mut s = String::with_capacity(HMAC_HEX_LEN);
     for b in tag {
         s.push(HEX[(b >> 4) as usize] as char);
@@ -153,14 +163,31 @@ pub fn sign(key: &[u8], msg: &[u8]) -> String {
     s
 }
 
-fn mac(key: &[u8], msg: &[u8]) -> [u8; 64] {
-    // HMAC accepts keys of any length; the error branch is unreachable but not a panic.
-    let mut m = match <Hmac<Sha512> as Mac>::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => return [0; 64],
-    };
-    m.update(msg);
-    m.finalize().into_bytes().into()
+/// A webhook key made ready to verify with: the HMAC state after absorbing the padded key, so
+/// a delivery costs only its own blocks. aws-lc's SHA-512 (assembly) does the hashing.
+#[derive(Clone)]
+pub struct HmacKey(hmac::Key);
+
+impl HmacKey {
+    pub fn new(key: &[u8]) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA512, key))
+    }
+
+    fn mac(&self, msg: &[u8]) -> [u8; 64] {
+        let tag = hmac::sign(&self.0, msg);
+        let mut out = [0u8; 64];
+        // HMAC-SHA512 tags are 64 bytes; a shorter slice would leave zeros, never panic.
+        for (o, t) in out.iter_mut().zip(tag.as_ref()) {
+            *o = *t;
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(..)")
+    }
 }
 
 /// Decodes the 128-digit hex `HMAC` field. Upper-case digits are accepted (the reference
@@ -179,14 +206,18 @@ pub fn decode_hmac_hex(field: &str) -> Option<[u8; 64]> {
 
 /// Verifies `hmac_field` over the exact decoded `msg` against each key; returns the index
 /// of the key that matched. Every key is tried (no early exit) and compared in constant time.
-pub fn verify_hmac(msg: &[u8], hmac_field: &str, keys: &[&[u8]]) -> Result<usize, SignatureError> {
+pub fn verify_hmac(
+    msg: &[u8],
+    hmac_field: &str,
+    keys: &[HmacKey],
+) -> Result<usize, SignatureError> {
     if keys.is_empty() {
         return Err(SignatureError::NoKey);
     }
     let supplied = decode_hmac_hex(hmac_field).ok_or(SignatureError::Malformed)?;
     let mut matched: Option<usize> = None;
     for (i, key) in keys.iter().enumerate() {
-        let ok: Choice = mac(key, msg).ct_eq(&supplied);
+        let ok: Choice = key.mac(msg).ct_eq(&supplied);
         if bool::from(ok) && matched.is_none() {
             matched = Some(i);
         }
@@ -339,6 +370,10 @@ mod tests {
     use super::*;
 
     const KEY: &[u8] = b"kyma4ever";
+
+    fn hk(raw: &[&[u8]]) -> Vec<HmacKey> {
+        raw.iter().map(|k| HmacKey::new(k)).collect()
+    }
     const V1_MSG: &str = r#"{"Status":"Complete","SurveyID":"SV_1AmkKSDmoZ4XlQx","ResponseID":"R_0B7IcnXszjEUHLP","CompletedDate":"2019-06-25 07:58:25","BrandID":"sapdevelopment"}"#;
     const V1_HMAC: &str = "c2c585a404c239aa3063b462cc33551d3ed3ed2de0899f58d456fc0ef7ebef6f3c3af44957989bd0592603e41edde9528f7d9ed09ee128bf719aa12f46e5c598";
     const V2_BODY: &str = "HMAC=5db5cd1e0200e9ce6831ea0f1924beb97f136939e367c53f5af8f7d79c6727af495cb90d6c744fe72ab45efd9f9f2ba7c15b13fdf6565af3d5a4f50ed2c0c7d4&MSG=%7B%22Status%22%3A%22Complete%22%2C%22SurveyID%22%3A%22SV_22VlHYNeldrrrkp%22%2C%22ResponseID%22%3A%22R_1l9mcVuXubb4aGm%22%2C%22CompletedDate%22%3A%222019-06-26%2013%3A28%3A11%22%2C%22BrandID%22%3A%22sapdevelopment%22%7D&Topic=sapdevelopment.surveyengine.completedResponse.SV_22VlHYNeldrrrkp";
@@ -346,7 +381,7 @@ mod tests {
     #[test]
     fn published_vector_1_byte_for_byte() {
         assert_eq!(sign(KEY, V1_MSG.as_bytes()), V1_HMAC);
-        assert_eq!(verify_hmac(V1_MSG.as_bytes(), V1_HMAC, &[KEY]), Ok(0));
+        assert_eq!(verify_hmac(V1_MSG.as_bytes(), V1_HMAC, &hk(&[KEY])), Ok(0));
         let s = parse_msg(V1_MSG).unwrap();
         assert_eq!(
             (s.survey_id.as_str(), s.response_id.as_str()),
@@ -369,7 +404,10 @@ mod tests {
         );
         let hmac = form.hmac.as_deref().unwrap();
         assert_eq!(sign(KEY, msg.as_bytes()), hmac);
-        assert_eq!(verify_hmac(msg.as_bytes(), hmac, &[b"other", KEY]), Ok(1));
+        assert_eq!(
+            verify_hmac(msg.as_bytes(), hmac, &hk(&[b"other", KEY])),
+            Ok(1)
+        );
         assert_eq!(parse_msg(msg).unwrap().response_id, "R_1l9mcVuXubb4aGm");
     }
 
@@ -414,7 +452,11 @@ mod tests {
             ("unicode digits", format!("{}١١", &good[..124]), V1_MSG, vec![KEY], Err(SignatureError::Malformed)),
         ];
         for (name, hmac, msg, keys, want) in cases {
-            assert_eq!(verify_hmac(msg.as_bytes(), &hmac, &keys), want, "{name}");
+            assert_eq!(
+                verify_hmac(msg.as_bytes(), &hmac, &hk(&keys)),
+                want,
+                "{name}"
+            );
         }
     }
 

@@ -142,6 +142,12 @@ impl Drop for FakeIdentity {
     }
 }
 
+/// A token handed out is a secret from then on.
+fn issued(token: String) -> String {
+    crate::canary::register(&token);
+    token
+}
+
 /// An unsigned JWT with Entra-shaped claims for `audience`.
 pub fn mint_token(audience: &str, client_id: &str, now: i64, lifetime: i64) -> String {
     let header = json!({"typ": "JWT", "alg": "none"});
@@ -205,7 +211,7 @@ async fn token(
             .unwrap_or_else(|| SYSTEM_ASSIGNED_CLIENT_ID.to_string());
         let audience = resource.trim_end_matches('/');
         let body = json!({
-            "access_token": mint_token(audience, &client_id, now, TOKEN_LIFETIME_SECS),
+            "access_token": issued(mint_token(audience, &client_id, now, TOKEN_LIFETIME_SECS)),
             "expires_on": (now + TOKEN_LIFETIME_SECS).to_string(),
             "resource": resource,
             "token_type": "Bearer",

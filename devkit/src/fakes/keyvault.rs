@@ -88,6 +88,7 @@ impl FakeKeyVault {
 
     /// Adds a new version of `name` (creating it if needed) and returns the version id.
     pub fn set_secret(&self, name: &str, value: &str) -> String {
+        crate::canary::register(value);
         let id = uuid::Uuid::new_v4().simple().to_string();
         let created = time::OffsetDateTime::now_utc().unix_timestamp();
         self.lock()

@@ -119,12 +119,19 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The free-text answer synthetic responses are padded with (respondent data).
+const FILLER: &str = "The service was fine but the wait was long; staff were friendly. ";
+/// A sentence of [`FILLER`], as the redaction audit looks for it.
+const FREE_TEXT: &str = "The service was fine but the wait was long";
+/// Every synthetic respondent's IP address (personal data).
+const RESPONDENT_IP: &str = "203.0.113.7";
+
 /// The JSON object of synthetic response `seq`, padded to about `bytes`.
 pub fn synthetic_response(seq: u64, recorded_ms: i64, bytes: usize) -> String {
     let id = format!("R_syn{seq:012}");
     let rec = rfc3339(recorded_ms);
     let head = format!(
-        r#"{{"responseId":"{id}","values":{{"startDate":"{rec}","endDate":"{rec}","status":0,"ipAddress":"203.0.113.7","progress":100,"duration":{},"finished":1,"recordedDate":"{rec}","_recordId":"{id}","distributionChannel":"anonymous","userLanguage":"EN","QID1":{},"QID2_TEXT":""#,
+        r#"{{"responseId":"{id}","values":{{"startDate":"{rec}","endDate":"{rec}","status":0,"ipAddress":"{RESPONDENT_IP}","progress":100,"duration":{},"finished":1,"recordedDate":"{rec}","_recordId":"{id}","distributionChannel":"anonymous","userLanguage":"EN","QID1":{},"QID2_TEXT":""#,
         seq % 600,
         seq % 11
     );
@@ -135,7 +142,6 @@ pub fn synthetic_response(seq: u64, recorded_ms: i64, bytes: usize) -> String {
     let pad = bytes.saturating_sub(head.len() + tail.len());
     let mut s = String::with_capacity(head.len() + pad + tail.len());
     s.push_str(&head);
-    const FILLER: &str = "The service was fine but the wait was long; staff were friendly. ";
     while s.len() < head.len() + pad {
         let n = (head.len() + pad - s.len()).min(FILLER.len());
         s.push_str(&FILLER[..n]);
@@ -177,6 +183,10 @@ fn ok(result: Value) -> Response {
 impl FakeQualtrics {
     /// Starts the fake; clients must send `api_token`.
     pub async fn start(api_token: &str) -> std::io::Result<Self> {
+        crate::canary::register(api_token);
+        // Respondent data: exported to blobs, never to be logged.
+        crate::canary::register(FREE_TEXT);
+        crate::canary::register(RESPONDENT_IP);
         let inner = Arc::new(Mutex::new(Inner {
             api_token: api_token.into(),
             surveys: HashMap::new(),

@@ -134,6 +134,8 @@ impl FakeServiceNow {
     /// Starts on a free loopback port with the default credentials and no rate limit.
     pub async fn start() -> std::io::Result<Self> {
         let shared = Arc::new(Shared::default());
+        crate::canary::register(PASSWORD);
+        crate::canary::register(CLIENT_SECRET);
         {
             let mut i = shared.inner.lock().expect("fresh lock");
             i.password = PASSWORD.into();
@@ -190,6 +192,7 @@ impl FakeServiceNow {
 
     /// Rotates the Basic-auth password (the handler's copy becomes stale).
     pub fn set_password(&self, p: &str) {
+        crate::canary::register(p);
         self.lock().password = p.into();
     }
 

@@ -117,6 +117,7 @@ fn record_invalid(field: &str, description: &str) -> Response {
 impl FakeZendesk {
     pub async fn start() -> std::io::Result<Self> {
         let shared = Arc::new(Shared::default());
+        crate::canary::register(API_TOKEN);
         {
             let mut i = shared.inner.lock().expect("fresh lock");
             i.token = API_TOKEN.into();

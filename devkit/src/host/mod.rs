@@ -101,6 +101,12 @@ impl Drop for LocalHost {
         for t in &self.tasks {
             t.abort();
         }
+        // Everything the handler said, for the suite-wide redaction scan.
+        let mut lines = self.shared.output.lines();
+        if let Ok(records) = self.shared.records.lock() {
+            lines.extend(records.iter().flat_map(|r| r.logs.iter().cloned()));
+        }
+        crate::canary::persist("host", &lines);
     }
 }
 
@@ -108,6 +114,7 @@ impl LocalHost {
     /// Loads the app, starts the handler, and opens the front door, queue listeners and timers.
     pub async fn start(opts: HostOptions) -> Result<Self, HostError> {
         let app = App::load(&opts.app_root, &opts.settings)?;
+        crate::canary::register_settings(opts.settings.iter());
         if app.host.enable_forwarding {
             tracing::warn!("forwarding/proxying is set, but every function here has non-HTTP bindings, so the host uses the JSON envelope");
         }
