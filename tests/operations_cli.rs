@@ -286,6 +286,48 @@ async fn rotate_key_creates_every_subscription_before_deleting_the_old_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_create_deletes_nothing_and_a_rerun_finishes() {
+    let fake = FakeQualtrics::start(TOKEN).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = bridge_toml(&dir, &["SV_a", "SV_b"]);
+    let stale = fake.seed_subscription(&topic("SV_gone"), &our_url());
+    // A 429 (waited out through Retry-After), then a create Qualtrics refuses.
+    fake.throttle_next(1, Some(0));
+    fake.reject_next_subscription_creates(1);
+
+    let o = sync(&fake, &config, WEBHOOK_KEY, &[]).await;
+    assert_eq!(o.code, 1, "{}\n{}", o.out, o.err);
+    assert!(
+        o.err.contains(&format!("create {}", topic("SV_a")))
+            && o.err.contains("Invalid publicationUrl")
+            && o.err.contains("nothing deleted"),
+        "{}",
+        o.err
+    );
+    let statuses: Vec<(String, u16)> = fake
+        .calls()
+        .iter()
+        .map(|c| (c.method.clone(), c.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("GET".to_string(), 429),
+            ("GET".to_string(), 200),
+            ("POST".to_string(), 400),
+            ("POST".to_string(), 200)
+        ]
+    );
+    assert!(fake.subscriptions().iter().any(|s| s.id == stale));
+
+    let o = sync(&fake, &config, WEBHOOK_KEY, &[]).await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    assert!(o.out.contains("1 created, 1 deleted"), "{}", o.out);
+    let topics: Vec<String> = ours(&fake).into_iter().map(|s| s.topics).collect();
+    assert_eq!(topics, [topic("SV_b"), topic("SV_a")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_usage_and_configuration_exit_2_naming_the_input() {
     let fake = FakeQualtrics::start(TOKEN).await.unwrap();
     let dir = tempfile::tempdir().unwrap();

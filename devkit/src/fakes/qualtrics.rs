@@ -16,7 +16,8 @@
 //!   elements, `nextPage` a full URL or `null`), create (`topics` must be a string), get and
 //!   delete by id (meta-only reply; unknown id → 404). `seed_subscription` adds one as if
 //!   another tool had created it; `subscriptions` shows the stored ones with their key.
-//!   The faults above (429, 500, auth) apply to these routes too.
+//!   The faults above (429, 500, auth) apply to these routes too;
+//!   `reject_next_subscription_creates` makes creates fail with 400.
 //! * Strict: unknown or case-wrong body keys give 400; `X-API-TOKEN` or `Authorization:
 //!   Bearer` required. Every call is recorded (`calls`).
 
@@ -85,6 +86,7 @@ struct Faults {
     reject_tokens: bool,
     poll_delay: Duration,
     truncate_files: u32,
+    reject_creates: u32,
 }
 
 /// An event subscription as the fake stores it.
@@ -340,6 +342,12 @@ impl FakeQualtrics {
     /// The stored subscriptions, in creation order.
     pub fn subscriptions(&self) -> Vec<FakeSubscription> {
         self.with(|i| i.subscriptions.clone())
+    }
+
+    /// The next `n` subscription creates answer 400 (as for a `publicationUrl` Qualtrics
+    /// refuses): a permanent failure, not retried.
+    pub fn reject_next_subscription_creates(&self, n: u32) {
+        self.with(|i| i.faults.reject_creates = n);
     }
 
     /// Elements per list page (default 100), so tests can cross pages with a few.
@@ -943,6 +951,10 @@ async fn create_subscription(
         || !matches!(b.get("sharedKey"), None | Some(Value::String(_)))
     {
         return fail(&mut i, "encrypt must be a bool and sharedKey a string");
+    }
+    if i.faults.reject_creates > 0 {
+        i.faults.reject_creates -= 1;
+        return fail(&mut i, "Invalid publicationUrl");
     }
     let id = new_subscription_id(&mut i);
     let sub = FakeSubscription {
