@@ -332,7 +332,8 @@ async fn export(survey: &str, since: Option<&str>) -> ExitCode {
         ..export::ExportSettings::from_env()
     };
     let display = std::sync::Arc::new(crate::progress::Display::stderr());
-    let progress: export::ProgressFn = std::sync::Arc::new(move |step| display.show(&step));
+    let shown = display.clone();
+    let progress: export::ProgressFn = std::sync::Arc::new(move |step| shown.show(&step));
     println!(
         "export {survey}: responses recorded {}",
         since
@@ -340,7 +341,9 @@ async fn export(survey: &str, since: Option<&str>) -> ExitCode {
             .map(|s| format!("after {s}"))
             .unwrap_or_else(|| "at any time".into())
     );
-    let reports = match export::run(&app, &settings, &[job], "cli", Some(progress)).await {
+    let result = export::run(&app, &settings, &[job], "cli", Some(progress)).await;
+    display.finish();
+    let reports = match result {
         Ok(r) => r,
         Err(e @ (export::RunError::NoQualtrics | export::RunError::NoStorage)) => {
             return usage(CMD, e)
@@ -493,4 +496,25 @@ fn mask(name: &str, value: &str) -> String {
         };
     }
     value.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_is_sent_as_utc() {
+        assert_eq!(
+            parse_since("2026-11-01T08:00:00+01:00").unwrap(),
+            "2026-11-01T07:00:00Z"
+        );
+        assert_eq!(parse_since(" 2026-11-01 ").unwrap(), "2026-11-01T00:00:00Z");
+        assert_eq!(
+            parse_since("2026-11-01T07:00:00.250Z").unwrap(),
+            "2026-11-01T07:00:00.25Z"
+        );
+        for bad in ["", "yesterday", "2026-13-01", "2026-11-01T07:00:00"] {
+            assert!(parse_since(bad).unwrap_err().contains("--since"), "{bad}");
+        }
+    }
 }

@@ -18,6 +18,8 @@ struct State {
     last_percent: Option<i64>,
     last_bytes_line: u64,
     last_draw: Option<Instant>,
+    /// A terminal line without its newline yet.
+    open_line: bool,
 }
 
 /// Draws [`Step`]s.
@@ -35,6 +37,7 @@ impl Display {
         }
     }
 
+    /// Draws one step (or nothing, when it would only repeat the last one).
     pub fn show(&self, step: &Step) {
         let Ok(mut st) = self.state.lock() else {
             return;
@@ -79,16 +82,23 @@ impl Display {
         st.last_draw = Some(Instant::now());
         let mut err = std::io::stderr().lock();
         let _ = if self.terminal {
-            let end = if matches!(step, Step::Committed { .. }) {
-                "\n"
-            } else {
-                ""
-            };
-            write!(err, "\r\x1b[2K{line}{end}")
+            let done = matches!(step, Step::Committed { .. });
+            st.open_line = !done;
+            write!(err, "\r\x1b[2K{line}{}", if done { "\n" } else { "" })
         } else {
             writeln!(err, "{line}")
         };
         let _ = err.flush();
+    }
+
+    /// Ends a bar left open by a run that stopped early, so the result starts a line.
+    pub fn finish(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            if st.open_line {
+                st.open_line = false;
+                let _ = writeln!(std::io::stderr());
+            }
+        }
     }
 }
 
