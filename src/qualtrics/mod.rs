@@ -449,9 +449,16 @@ impl QualtricsClient {
             #[serde(default, rename = "nextPage")]
             next_page: Option<String>,
         }
-        let mut all = Vec::new();
+        let mut all: Vec<EventSubscription> = Vec::new();
         let mut target = "eventsubscriptions".to_string();
+        let mut visited = std::collections::HashSet::new();
         for _ in 0..MAX_PAGES {
+            if !visited.insert(target.clone()) {
+                return Err(QualtricsError::Decode {
+                    op: OP,
+                    reason: "nextPage repeats a page already read".into(),
+                });
+            }
             let r = self
                 .call_json(OP, secrets, budget, reqwest::Method::GET, &target, None)
                 .await?;
@@ -459,7 +466,12 @@ impl QualtricsClient {
                 op: OP,
                 reason: e.to_string(),
             })?;
-            all.extend(page.elements);
+            // A subscription created or deleted meanwhile can shift offsets: list each once.
+            for e in page.elements {
+                if !all.iter().any(|a| a.id == e.id) {
+                    all.push(e);
+                }
+            }
             match page.next_page.filter(|n| !n.trim().is_empty()) {
                 None => return Ok(all),
                 Some(next) => target = self.same_origin(OP, &next)?,
