@@ -2,11 +2,15 @@
 //! 1 failed at run time, 2 bad usage or invalid configuration.
 
 use crate::config::{setting, HandlerSettings, SettingSource, KNOWN_SETTINGS};
+use crate::export;
+use crate::qualtrics::{CallBudget, QualtricsError};
 use crate::secrets::SecretName;
 use crate::startup::{self, App};
 use crate::storage::Storage;
+use crate::subscriptions::{self, OurUrl};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// qualtrics-bridge: Qualtrics feedback → Blob exports and ServiceNow/Zendesk tickets.
 ///
@@ -30,7 +34,71 @@ pub enum Command {
     /// Inspect and replay the poison queue (ticket-requests-poison).
     #[command(subcommand)]
     Poison(PoisonCommand),
+    /// Manage the Qualtrics event subscriptions that deliver webhooks to this app.
+    #[command(subcommand)]
+    Subscriptions(SubscriptionsCommand),
+    /// Export one survey now (a one-off backfill), through the timer's export code.
+    #[command(long_about = EXPORT_HELP)]
+    Export {
+        /// The survey to export (SV_…); it need not be in bridge.toml.
+        #[arg(long, value_name = "SURVEY_ID")]
+        survey: String,
+        /// Only responses recorded after this instant: RFC 3339 (2026-11-01T00:00:00Z) or a
+        /// date (2026-11-01, midnight UTC). Absent: every response.
+        #[arg(long, value_name = "RFC3339")]
+        since: Option<String>,
+    },
 }
+
+const EXPORT_HELP: &str =
+    "Export one survey now (a one-off backfill), through the timer's export code.
+
+The responses go to the export container in the same layout as ExportPoller's
+({surveyId}/{yyyy}/{mm}/{dd}/{startedAt}-{exportId}.ndjson). The timer's incremental state
+(bridge-state/exports/{surveyId}.json) is never read or changed: a backfill does not continue
+from, or move, the timer's continuation token, and queues no ticket requests. It keeps its own
+state blob (bridge-state/backfills/{surveyId}.json) for its lease and crash repair: a second
+backfill of the same survey at the same time is refused, and a rerun after a crash first
+finishes the interrupted one. Responses a backfill exports may also be in the timer's blobs:
+consumers de-duplicate by responseId.
+
+Progress goes to stderr (a bar on a terminal, plain lines otherwise); the result to stdout.
+Settings: AzureWebJobsStorage…, QUALTRICS_BASE_URL, the qualtrics-api-token secret.";
+
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionsCommand {
+    /// Make the event subscriptions for --url match bridge.toml.
+    #[command(long_about = SYNC_HELP)]
+    Sync {
+        /// This app's webhook URL, as Qualtrics should call it, with the function key:
+        /// https://<app>/api/qualtrics/events?code=<key>.
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// Re-create every subscription of --url with the current qualtrics-webhook-key, then
+        /// delete the old ones (Qualtrics cannot update a subscription).
+        #[arg(long)]
+        rotate_key: bool,
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+const SYNC_HELP: &str = "Make the event subscriptions for --url match bridge.toml.
+
+Lists every Qualtrics event subscription (all pages). Those whose publicationUrl is --url
+(compared normalised: case, default port, trailing slash and parameter order do not matter,
+nor the function key in ?code= unless --url has one) are this app's; all others are left
+alone, whatever their topic. Then:
+  * creates surveyengine.completedResponse.<SV_id> for each survey in bridge.toml that has
+    none, with the qualtrics-webhook-key secret as sharedKey;
+  * deletes this app's subscriptions whose survey is no longer in bridge.toml, duplicates
+    (one is kept per topic), and those whose URL carries another function key than --url's
+    (replaced by a new one).
+Creates happen first; if any fails, nothing is deleted. A second run changes nothing.
+
+Settings: QUALTRICS_BASE_URL, BRIDGE_CONFIG, the qualtrics-api-token (a brand-admin token)
+and qualtrics-webhook-key secrets (Key Vault with KEY_VAULT_URL, else environment).";
 
 #[derive(Debug, Subcommand)]
 pub enum PoisonCommand {
@@ -68,8 +136,232 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         Command::Config(ConfigCommand::Check) => config_check(),
         Command::Poison(cmd) => poison(cmd).await,
+        Command::Subscriptions(SubscriptionsCommand::Sync {
+            url,
+            rotate_key,
+            dry_run,
+        }) => subscriptions_sync(&url, rotate_key, dry_run).await,
+        Command::Export { survey, since } => export(&survey, since.as_deref()).await,
     }
 }
+
+/// A usage or configuration error: exit code 2.
+fn usage(cmd: &str, e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{cmd}: {e}");
+    ExitCode::from(2)
+}
+
+/// A run-time failure: exit code 1.
+fn failed(cmd: &str, e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{cmd}: {e}");
+    ExitCode::FAILURE
+}
+
+/// The app as the handler builds it, for commands that call Qualtrics.
+fn load_app(cmd: &str) -> Result<(App, HandlerSettings), ExitCode> {
+    let settings = HandlerSettings::with_port(0);
+    let app = App::load(&settings).map_err(|e| usage(cmd, format!("{e:#}")))?;
+    Ok((app, settings))
+}
+
+/// Missing or unusable settings and secrets are configuration (2); the rest run time (1).
+fn qualtrics_failure(cmd: &str, e: QualtricsError) -> ExitCode {
+    match e {
+        QualtricsError::Token(..) | QualtricsError::Config(_) => usage(cmd, e),
+        _ => failed(cmd, e),
+    }
+}
+
+async fn subscriptions_sync(url: &str, rotate: bool, dry_run: bool) -> ExitCode {
+    const CMD: &str = "subscriptions sync";
+    let ours = match OurUrl::parse(url) {
+        Ok(u) => u,
+        Err(e) => return usage(CMD, e),
+    };
+    let (app, settings) = match load_app(CMD) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    if app.bridge.surveys.is_empty() {
+        // An empty or missing bridge.toml would otherwise delete every subscription of --url.
+        return usage(
+            CMD,
+            format!(
+                "{}: no survey configured; refusing to sync",
+                settings.bridge_config.display()
+            ),
+        );
+    }
+    let Some(client) = app.qualtrics.as_ref() else {
+        return usage(
+            CMD,
+            format!("setting {} is not set", crate::qualtrics::BASE_URL_SETTING),
+        );
+    };
+    // No function timeout here; 429 retries are still bounded.
+    let budget = CallBudget::new(None, 30);
+    let existing = match client.list_event_subscriptions(&app.secrets, &budget).await {
+        Ok(e) => e,
+        Err(e) => return qualtrics_failure(CMD, e),
+    };
+    let wanted: Vec<String> = app
+        .bridge
+        .surveys
+        .iter()
+        .map(|s| subscriptions::topic_of(&s.id))
+        .collect();
+    let plan = subscriptions::plan(&existing, &wanted, &ours, rotate);
+    println!(
+        "{} event subscription(s) listed; this app's URL: {}",
+        existing.len(),
+        ours.masked()
+    );
+    let would = if dry_run { "would " } else { "" };
+    for (id, topic) in &plan.keep {
+        println!("  keep          {id}  {topic}");
+    }
+    for topic in &plan.create {
+        println!("  {would}create  {topic}");
+    }
+    for d in &plan.delete {
+        println!(
+            "  {would}delete  {}  {}  ({})",
+            d.id,
+            d.topic,
+            d.reason.describe()
+        );
+    }
+    println!(
+        "  {} subscription(s) of other URLs left alone",
+        plan.foreign
+    );
+    if plan.is_noop() {
+        println!("nothing to do: the subscriptions match bridge.toml");
+        return ExitCode::SUCCESS;
+    }
+    if dry_run {
+        println!(
+            "dry run: nothing changed ({} to create, {} to delete)",
+            plan.create.len(),
+            plan.delete.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    // Read even for a delete-only plan: a sync that cannot create is not one to start.
+    let key = match app.secrets.get(SecretName::QualtricsWebhookKey).await {
+        Ok(Some(k)) => k,
+        Ok(None) => {
+            return usage(
+                CMD,
+                format!(
+                    "secret {} is not set ({}); it is the subscriptions' sharedKey",
+                    SecretName::QualtricsWebhookKey,
+                    app.secrets.source_name()
+                ),
+            )
+        }
+        Err(e) => return failed(CMD, e),
+    };
+    let report = subscriptions::execute(client, &app.secrets, &budget, &plan, &ours, &key).await;
+    for (topic, id) in &report.created {
+        println!("created {id}  {topic}");
+    }
+    for id in &report.deleted {
+        println!("deleted {id}");
+    }
+    println!(
+        "{} created, {} deleted",
+        report.created.len(),
+        report.deleted.len()
+    );
+    if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for f in &report.failures {
+            eprintln!("{CMD}: {f}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+/// `--since` as the RFC 3339 UTC instant Qualtrics expects.
+fn parse_since(text: &str) -> Result<String, String> {
+    use time::format_description::well_known::Rfc3339;
+    let t = text.trim();
+    let instant = match time::OffsetDateTime::parse(t, &Rfc3339) {
+        Ok(i) => i,
+        Err(_) => time::Date::parse(t, time::macros::format_description!("[year]-[month]-[day]"))
+            .map(|d| d.midnight().assume_utc())
+            .map_err(|_| {
+                format!("--since: {t:?} is not an RFC 3339 date-time (2026-11-01T00:00:00Z) or a date (2026-11-01)")
+            })?,
+    };
+    instant
+        .to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .map_err(|e| format!("--since: {e}"))
+}
+
+async fn export(survey: &str, since: Option<&str>) -> ExitCode {
+    const CMD: &str = "export";
+    if !crate::config::is_survey_id(survey) {
+        return usage(
+            CMD,
+            format!("--survey: {survey:?} is not a Qualtrics survey id (SV_…)"),
+        );
+    }
+    let since = match since.map(parse_since).transpose() {
+        Ok(s) => s,
+        Err(e) => return usage(CMD, e),
+    };
+    let (app, _) = match load_app(CMD) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let job = export::Job {
+        survey_id: survey.to_string(),
+        tickets: false,
+        kind: export::JobKind::Backfill {
+            since: since.clone(),
+        },
+    };
+    // No function timeout bounds a command: allow a long export, still stopping in the end.
+    let settings = export::ExportSettings {
+        time_budget: BACKFILL_TIME_BUDGET,
+        min_remaining: Duration::from_secs(90),
+        ..export::ExportSettings::from_env()
+    };
+    let display = std::sync::Arc::new(crate::progress::Display::stderr());
+    let shown = display.clone();
+    let progress: export::ProgressFn = std::sync::Arc::new(move |step| shown.show(&step));
+    println!(
+        "export {survey}: responses recorded {}",
+        since
+            .as_deref()
+            .map(|s| format!("after {s}"))
+            .unwrap_or_else(|| "at any time".into())
+    );
+    let result = export::run(&app, &settings, &[job], "cli", Some(progress)).await;
+    display.finish();
+    let reports = match result {
+        Ok(r) => r,
+        Err(e @ (export::RunError::NoQualtrics | export::RunError::NoStorage)) => {
+            return usage(CMD, e)
+        }
+        Err(e) => return failed(CMD, e),
+    };
+    let mut code = ExitCode::SUCCESS;
+    for r in &reports {
+        println!("{}", r.line());
+        if !matches!(r.outcome, export::Outcome::Exported { .. }) {
+            code = ExitCode::FAILURE;
+        }
+    }
+    code
+}
+
+/// How long one `qualtrics-bridge export` may run.
+const BACKFILL_TIME_BUDGET: Duration = Duration::from_secs(6 * 3600);
 
 async fn poison(cmd: PoisonCommand) -> ExitCode {
     let storage = match Storage::from_env() {
@@ -204,4 +496,25 @@ fn mask(name: &str, value: &str) -> String {
         };
     }
     value.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_is_sent_as_utc() {
+        assert_eq!(
+            parse_since("2026-11-01T08:00:00+01:00").unwrap(),
+            "2026-11-01T07:00:00Z"
+        );
+        assert_eq!(parse_since(" 2026-11-01 ").unwrap(), "2026-11-01T00:00:00Z");
+        assert_eq!(
+            parse_since("2026-11-01T07:00:00.250Z").unwrap(),
+            "2026-11-01T07:00:00.25Z"
+        );
+        for bad in ["", "yesterday", "2026-13-01", "2026-11-01T07:00:00"] {
+            assert!(parse_since(bad).unwrap_err().contains("--since"), "{bad}");
+        }
+    }
 }

@@ -192,6 +192,13 @@ pub enum ConfigError {
     Bridge { path: String, message: String },
 }
 
+/// `SV_` followed by letters, digits or `_`: the shape of a Qualtrics survey id.
+pub fn is_survey_id(id: &str) -> bool {
+    id.starts_with("SV_")
+        && id.len() >= 4
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Reads one setting; empty values count as absent, as in the Azure portal.
 pub fn setting(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -358,10 +365,7 @@ impl BridgeConfig {
     pub fn parse(text: &str) -> Result<Self, String> {
         let cfg: Self = toml::from_str(text).map_err(|e| e.to_string())?;
         for (i, s) in cfg.surveys.iter().enumerate() {
-            if !s.id.starts_with("SV_")
-                || s.id.len() < 4
-                || !s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            if !is_survey_id(&s.id) {
                 return Err(format!(
                     "surveys[{i}].id: {:?} is not a Qualtrics survey id (SV_…)",
                     s.id

@@ -12,11 +12,12 @@ fn check(env: &[(&str, &str)]) -> (i32, String, String) {
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
+    let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    );
+    devkit::canary::record_command(env.iter().copied(), &stdout, &stderr);
+    (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
 #[test]

@@ -19,11 +19,16 @@ fn run(azurite: &Azurite, args: &[&str]) -> (i32, String, String) {
         )
         .output()
         .expect("run binary");
-    (
-        out.status.code().unwrap_or(-1),
+    let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    );
+    devkit::canary::record_command(
+        [("AzureWebJobsStorage", azurite.connection_string())],
+        &stdout,
+        &stderr,
+    );
+    (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

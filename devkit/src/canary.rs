@@ -29,8 +29,9 @@ pub fn register(value: &str) {
 
 /// Registers the values of settings that hold secrets: names ending in a secret-ish word, and
 /// the `AccountKey` of storage connection strings.
-pub fn register_settings<'a>(settings: impl IntoIterator<Item = (&'a String, &'a String)>) {
+pub fn register_settings<N: AsRef<str>, V: AsRef<str>>(settings: impl IntoIterator<Item = (N, V)>) {
     for (name, value) in settings {
+        let (name, value) = (name.as_ref(), value.as_ref());
         let upper = name.to_ascii_uppercase();
         if ["KEY", "KEY_PREVIOUS", "TOKEN", "PASSWORD", "SECRET"]
             .iter()
@@ -44,6 +45,17 @@ pub fn register_settings<'a>(settings: impl IntoIterator<Item = (&'a String, &'a
             }
         }
     }
+}
+
+/// For tests that run the binary themselves: registers the secret settings it was given and
+/// keeps what it printed for the scan.
+pub fn record_command<N: AsRef<str>, V: AsRef<str>>(
+    env: impl IntoIterator<Item = (N, V)>,
+    stdout: &str,
+    stderr: &str,
+) {
+    register_settings(env);
+    persist("cli", &[stdout.to_string(), stderr.to_string()]);
 }
 
 /// Writes `lines` (one output) and the values registered so far, when the scan is enabled.

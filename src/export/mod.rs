@@ -11,6 +11,9 @@
 //!    state, commit the block list (only if the blob does not exist);
 //! 5. write the new token, clear `inflight`: every state write carries the ETag and the lease.
 //!
+//! [`run`] is the whole pipeline; the timer ([`invoke`]) and `qualtrics-bridge export` (a
+//! [`JobKind::Backfill`] under its own state blob, the timer's cursor untouched) both call it.
+//!
 //! Reconciliation: exported response ids of surveys with tickets go to the `tickets` output
 //! (`source: "export"`), at most [`ExportSettings::max_ticket_messages`] per reply; the
 //! rest wait in the state blob for the next run.
@@ -31,7 +34,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use stream::{Summary, TransformOptions};
 use time::OffsetDateTime;
@@ -90,6 +93,9 @@ impl ExportSettings {
     }
 }
 
+/// `Inflight::mode` of a backfill.
+const BACKFILL: &str = "backfill";
+
 /// Pending ticket ids kept in the state at most (older ones beyond are dropped, logged).
 const MAX_PENDING_TICKETS: usize = 50_000;
 /// Boundary ids kept for de-duplicating a fallback window.
@@ -136,15 +142,15 @@ pub struct Inflight {
     pub new_token: String,
     pub blob: String,
     pub started_ms: i64,
-    /// `initial` (first export), `token` or `window` (fallback).
+    /// `initial` (first export), `token`, `window` (fallback) or `backfill`.
     pub mode: String,
     /// Set after every block is staged, before the commit.
     pub summary: Option<Summary>,
 }
 
 /// What happened to one survey.
-#[derive(Debug)]
-enum Outcome {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
     Exported {
         lines: u64,
         blob: Option<String>,
@@ -155,6 +161,90 @@ enum Outcome {
     Failed(String),
 }
 
+/// One survey to export, and how.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub survey_id: String,
+    /// Reconciliation: exported ids become ticket requests (incremental runs only).
+    pub tickets: bool,
+    pub kind: JobKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobKind {
+    /// The timer's: continues from `exports/{surveyId}.json`'s token.
+    Incremental,
+    /// `qualtrics-bridge export`: everything recorded after `since` (RFC 3339 UTC; `None`:
+    /// everything), under its own state blob `backfills/{surveyId}.json`, so the timer's
+    /// token is never read or moved.
+    Backfill { since: Option<String> },
+}
+
+impl Job {
+    fn state_blob(&self) -> String {
+        match self.kind {
+            JobKind::Incremental => format!("exports/{}.json", self.survey_id),
+            JobKind::Backfill { .. } => format!("backfills/{}.json", self.survey_id),
+        }
+    }
+}
+
+/// One survey's result.
+#[derive(Debug)]
+pub struct SurveyReport {
+    pub survey_id: String,
+    pub outcome: Outcome,
+    /// Response ids to queue as reconciliation ticket requests.
+    pub tickets: Vec<String>,
+}
+
+impl SurveyReport {
+    /// The one-line summary (the timer's `Logs[]` line; the command line's result).
+    pub fn line(&self) -> String {
+        let sid = &self.survey_id;
+        match &self.outcome {
+            Outcome::Exported { lines, blob, duplicates } => format!(
+                "{sid}: exported {lines} response(s) to {} ({duplicates} overlap duplicate(s) skipped); {} ticket request(s) queued",
+                blob.as_deref().unwrap_or("no blob"),
+                self.tickets.len()
+            ),
+            Outcome::Busy => format!("{sid}: skipped: another run holds the lease"),
+            Outcome::Deferred(why) => format!("{sid}: deferred: {why}"),
+            Outcome::Failed(why) => format!("{sid}: failed: {why}"),
+        }
+    }
+}
+
+/// A run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("QUALTRICS_BASE_URL is not set; nothing exported")]
+    NoQualtrics,
+    #[error("no storage connection (AzureWebJobsStorage)")]
+    NoStorage,
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// Where a survey's export is, for a progress display.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// The export job was started.
+    Started {
+        survey_id: String,
+        export_id: String,
+    },
+    /// A progress poll (`percentComplete` is informational).
+    Polled { percent: f64 },
+    /// Bytes of the file received so far.
+    Downloaded { bytes: u64 },
+    /// The blob is committed (or the increment was empty).
+    Committed { lines: u64 },
+}
+
+/// Receives [`Step`]s; the timer passes none.
+pub type ProgressFn = Arc<dyn Fn(Step) + Send + Sync>;
+
 struct Run<'a> {
     app: &'a App,
     client: &'a QualtricsClient,
@@ -164,6 +254,7 @@ struct Run<'a> {
     started: OffsetDateTime,
     exports: BlobContainerClient,
     states: BlobContainerClient,
+    progress: Option<ProgressFn>,
 }
 
 static SETTINGS: OnceLock<ExportSettings> = OnceLock::new();
@@ -175,22 +266,63 @@ pub async fn invoke(
 ) -> Result<InvocationReply, InvocationError> {
     let timer = envelope.timer(TIMER)?;
     let settings = SETTINGS.get_or_init(ExportSettings::from_env);
-    let surveys: Vec<_> = app.bridge.surveys.iter().filter(|s| s.export).collect();
-    tracing::info!(invocation_id = %inv.id, function = FUNCTION, past_due = timer.is_past_due, surveys = surveys.len(), "export run");
+    let jobs: Vec<Job> = app
+        .bridge
+        .surveys
+        .iter()
+        .filter(|s| s.export)
+        .map(|s| Job {
+            survey_id: s.id.clone(),
+            tickets: s.tickets.is_some(),
+            kind: JobKind::Incremental,
+        })
+        .collect();
+    tracing::info!(invocation_id = %inv.id, function = FUNCTION, past_due = timer.is_past_due, surveys = jobs.len(), "export run");
     let mut reply = InvocationReply::new();
-    if surveys.is_empty() {
+    if jobs.is_empty() {
         return Ok(reply.log("no survey is configured for export"));
     }
-    let Some(client) = app.qualtrics.as_ref() else {
-        tracing::error!(invocation_id = %inv.id, function = FUNCTION, "QUALTRICS_BASE_URL is not set; nothing exported");
-        return Ok(reply.log("QUALTRICS_BASE_URL is not set; nothing exported"));
+    let reports = match run(app, settings, &jobs, &inv.id, None).await {
+        Ok(r) => r,
+        Err(e @ RunError::NoQualtrics) => {
+            tracing::error!(invocation_id = %inv.id, function = FUNCTION, "{e}");
+            return Ok(reply.log(e.to_string()));
+        }
+        Err(e) => return Err(InvocationError::Retry(e.to_string())),
     };
-    let Some(storage) = app.storage.as_ref() else {
-        return Err(InvocationError::Retry(
-            "no storage connection (AzureWebJobsStorage)".into(),
-        ));
-    };
-    let blob_err = |e: crate::storage::StorageError| InvocationError::Retry(e.to_string());
+    let received_at = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut tickets = Vec::new();
+    for r in reports {
+        reply = reply.log(r.line());
+        tickets.extend(r.tickets.into_iter().map(|rid| {
+            TicketRequest {
+                v: TicketRequest::VERSION,
+                survey_id: r.survey_id.clone(),
+                response_id: rid,
+                source: RequestSource::Export,
+                topic: None,
+                received_at: received_at.clone(),
+            }
+            .to_text()
+        }));
+    }
+    Ok(reply.queue(TICKETS, tickets))
+}
+
+/// Exports `jobs` one after the other within `settings.time_budget`: the one pipeline behind
+/// both the timer and `qualtrics-bridge export`. `invocation_id` tags the log lines.
+pub async fn run(
+    app: &App,
+    settings: &ExportSettings,
+    jobs: &[Job],
+    invocation_id: &str,
+    progress: Option<ProgressFn>,
+) -> Result<Vec<SurveyReport>, RunError> {
+    let client = app.qualtrics.as_ref().ok_or(RunError::NoQualtrics)?;
+    let storage = app.storage.as_ref().ok_or(RunError::NoStorage)?;
+    let blob_err = |e: crate::storage::StorageError| RunError::Storage(e.to_string());
     let started_at = Instant::now();
     let run = Run {
         app,
@@ -208,69 +340,56 @@ pub async fn invoke(
         states: storage
             .blob_container(&settings.state_container)
             .map_err(blob_err)?,
+        progress,
     };
     for c in [&run.exports, &run.states] {
         blob_state::ensure_container(c)
             .await
-            .map_err(|e| InvocationError::Retry(e.to_string()))?;
+            .map_err(|e| RunError::Storage(e.to_string()))?;
     }
     let mut capacity = settings.max_ticket_messages;
-    let mut tickets = Vec::new();
-    for s in surveys {
+    let mut reports = Vec::new();
+    for job in jobs {
+        let sid = &job.survey_id;
         let remaining = run.deadline.saturating_duration_since(Instant::now());
         if remaining < settings.min_remaining {
-            tracing::warn!(invocation_id = %inv.id, survey_id = %s.id, remaining_ms = remaining.as_millis() as u64, outcome = "deferred", "time budget short; survey resumes next run");
-            reply = reply.log(format!(
-                "{}: deferred (time budget short); resumes next run",
-                s.id
-            ));
+            tracing::warn!(invocation_id, survey_id = %sid, remaining_ms = remaining.as_millis() as u64, outcome = "deferred", "time budget short; survey resumes next run");
+            reports.push(SurveyReport {
+                survey_id: sid.clone(),
+                outcome: Outcome::Deferred("time budget short; resumes next run".into()),
+                tickets: Vec::new(),
+            });
             continue;
         }
         let t0 = Instant::now();
         let mut emitted = Vec::new();
-        let outcome = run
-            .survey(&s.id, s.tickets.is_some(), &mut capacity, &mut emitted)
-            .await;
+        let outcome = run.survey(job, &mut capacity, &mut emitted).await;
         let ms = t0.elapsed().as_millis() as u64;
-        let line = match &outcome {
+        match &outcome {
             Outcome::Exported {
                 lines,
                 blob,
                 duplicates,
             } => {
-                tracing::info!(invocation_id = %inv.id, function = FUNCTION, survey_id = %s.id, lines, duplicates, blob = blob.as_deref().unwrap_or("-"), tickets = emitted.len(), duration_ms = ms, outcome = "exported", "survey exported");
-                format!("{}: exported {lines} response(s) to {} ({duplicates} overlap duplicate(s) skipped); {} ticket request(s) queued", s.id, blob.as_deref().unwrap_or("no blob"), emitted.len())
+                tracing::info!(invocation_id, function = FUNCTION, survey_id = %sid, lines, duplicates, blob = blob.as_deref().unwrap_or("-"), tickets = emitted.len(), duration_ms = ms, outcome = "exported", "survey exported");
             }
             Outcome::Busy => {
-                tracing::info!(invocation_id = %inv.id, survey_id = %s.id, outcome = "busy", "another run holds the survey's lease; skipped");
-                format!("{}: skipped: another run holds the lease", s.id)
+                tracing::info!(invocation_id, survey_id = %sid, outcome = "busy", "another run holds the survey's lease; skipped");
             }
             Outcome::Deferred(why) => {
-                tracing::warn!(invocation_id = %inv.id, survey_id = %s.id, reason = %why, outcome = "deferred", "survey deferred");
-                format!("{}: deferred: {why}", s.id)
+                tracing::warn!(invocation_id, survey_id = %sid, reason = %why, outcome = "deferred", "survey deferred");
             }
             Outcome::Failed(why) => {
-                tracing::error!(invocation_id = %inv.id, survey_id = %s.id, reason = %why, outcome = "failed", "survey export failed");
-                format!("{}: failed: {why}", s.id)
+                tracing::error!(invocation_id, survey_id = %sid, reason = %why, outcome = "failed", "survey export failed");
             }
-        };
-        reply = reply.log(line);
-        let received_at = OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        tickets.extend(emitted.into_iter().map(|rid| {
-            TicketRequest {
-                v: TicketRequest::VERSION,
-                survey_id: s.id.clone(),
-                response_id: rid,
-                source: RequestSource::Export,
-                topic: None,
-                received_at: received_at.clone(),
-            }
-            .to_text()
-        }));
+        }
+        reports.push(SurveyReport {
+            survey_id: sid.clone(),
+            outcome,
+            tickets: emitted,
+        });
     }
-    Ok(reply.queue(TICKETS, tickets))
+    Ok(reports)
 }
 
 fn ms_of(t: OffsetDateTime) -> i64 {
@@ -354,18 +473,19 @@ impl Run<'_> {
         }
     }
 
+    fn report(&self, step: Step) {
+        if let Some(p) = &self.progress {
+            p(step);
+        }
+    }
+
     fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
-    async fn survey(
-        &self,
-        sid: &str,
-        tickets: bool,
-        capacity: &mut usize,
-        emitted: &mut Vec<String>,
-    ) -> Outcome {
-        let name = format!("exports/{sid}.json");
+    async fn survey(&self, job: &Job, capacity: &mut usize, emitted: &mut Vec<String>) -> Outcome {
+        let sid = &job.survey_id;
+        let name = job.state_blob();
         let blob = self.states.blob_client(&name);
         // The blob must exist to be leased.
         let init = ExportState {
@@ -411,7 +531,7 @@ impl Run<'_> {
             },
         };
         let outcome = self
-            .survey_leased(sid, tickets, capacity, emitted, &blob, &name, &lease.id)
+            .survey_leased(job, capacity, emitted, &blob, &name, &lease.id)
             .await;
         drop(lease);
         if let Err(e) = blob_state::release_lease(&blob, &name, &lease_id).await {
@@ -420,17 +540,16 @@ impl Run<'_> {
         outcome
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn survey_leased(
         &self,
-        sid: &str,
-        tickets: bool,
+        job: &Job,
         capacity: &mut usize,
         emitted: &mut Vec<String>,
         blob: &BlobClient,
         name: &str,
         lease: &str,
     ) -> Outcome {
+        let (sid, tickets) = (job.survey_id.as_str(), job.tickets);
         let mut h = match blob_state::read(blob, name).await {
             Ok(Some((bytes, etag))) => match serde_json::from_slice::<ExportState>(&bytes) {
                 Ok(state) => StateHandle {
@@ -469,7 +588,7 @@ impl Run<'_> {
             self.emit(&mut h, tickets, capacity, emitted).await;
             return Outcome::Deferred("time budget short after repair".into());
         }
-        match self.export(&mut h, sid, tickets).await {
+        match self.export(&mut h, job).await {
             Ok(Some(s)) => {
                 lines += s.lines;
                 duplicates += s.duplicates_skipped;
@@ -570,31 +689,38 @@ impl Run<'_> {
     }
 
     /// Starts, polls, downloads and commits one export. `Ok(None)`: out of time.
-    async fn export(
-        &self,
-        h: &mut StateHandle,
-        sid: &str,
-        tickets: bool,
-    ) -> Result<Option<Summary>, String> {
+    async fn export(&self, h: &mut StateHandle, job: &Job) -> Result<Option<Summary>, String> {
+        let (sid, tickets) = (job.survey_id.as_str(), job.tickets);
         let secrets = &self.app.secrets;
-        let (mut mode, mut request) =
-            match (&h.state.continuation_token, self.window_start(&h.state)) {
-                (Some(t), _) => (
-                    "token",
-                    ExportRequest {
-                        continuation_token: Some(t.clone()),
-                        start_date: None,
-                    },
-                ),
-                (None, Some(start)) => (
-                    "window",
-                    ExportRequest {
-                        continuation_token: None,
-                        start_date: Some(start),
-                    },
-                ),
-                (None, None) => ("initial", ExportRequest::default()),
-            };
+        let (mut mode, mut request) = match (
+            &job.kind,
+            &h.state.continuation_token,
+            self.window_start(&h.state),
+        ) {
+            // A backfill never continues: its window is the whole point.
+            (JobKind::Backfill { since }, _, _) => (
+                BACKFILL,
+                ExportRequest {
+                    continuation_token: None,
+                    start_date: since.clone(),
+                },
+            ),
+            (JobKind::Incremental, Some(t), _) => (
+                "token",
+                ExportRequest {
+                    continuation_token: Some(t.clone()),
+                    start_date: None,
+                },
+            ),
+            (JobKind::Incremental, None, Some(start)) => (
+                "window",
+                ExportRequest {
+                    continuation_token: None,
+                    start_date: Some(start),
+                },
+            ),
+            (JobKind::Incremental, None, None) => ("initial", ExportRequest::default()),
+        };
         let started_ms = ms_of(OffsetDateTime::now_utc());
         let started = match self
             .client
@@ -618,6 +744,10 @@ impl Run<'_> {
             Err(e) => return Err(e.to_string()),
         };
         let progress_id = started.progress_id.clone().unwrap_or_default();
+        self.report(Step::Started {
+            survey_id: sid.to_string(),
+            export_id: progress_id.clone(),
+        });
         // Poll until complete or failed; percentComplete is informational only.
         let mut interval = self.settings.poll_interval;
         let mut p = started;
@@ -647,6 +777,9 @@ impl Run<'_> {
                 Err(QualtricsError::OutOfTime { .. }) => return Ok(None),
                 Err(e) => return Err(e.to_string()),
             };
+            self.report(Step::Polled {
+                percent: p.percent_complete,
+            });
         }
         let file_id = p
             .file_id
@@ -722,8 +855,10 @@ impl Run<'_> {
         let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(16);
         let (block_tx, mut block_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
         let deadline = self.deadline;
+        let progress = self.progress.clone();
         let reader_task = tokio::spawn(async move {
             let mut body = resp.bytes_stream();
+            let mut received = 0u64;
             loop {
                 let next = tokio::time::timeout_at(deadline.into(), body.next()).await;
                 let item = match next {
@@ -732,7 +867,13 @@ impl Run<'_> {
                         "time budget spent during download",
                     ))),
                     Ok(None) => None,
-                    Ok(Some(Ok(b))) => Some(Ok(b)),
+                    Ok(Some(Ok(b))) => {
+                        received += b.len() as u64;
+                        if let Some(p) = &progress {
+                            p(Step::Downloaded { bytes: received });
+                        }
+                        Some(Ok(b))
+                    }
                     Ok(Some(Err(e))) => Some(Err(io::Error::other(e.to_string()))),
                 };
                 let Some(item) = item else { break };
@@ -744,12 +885,17 @@ impl Run<'_> {
         });
         let opts = TransformOptions {
             block_size: self.settings.block_size,
-            skip_ids: h
-                .state
-                .boundary
-                .iter()
-                .map(|(_, id)| id.clone())
-                .collect::<HashSet<_>>(),
+            // A backfill exports its whole window; the boundary only de-duplicates the
+            // timer's fallback windows.
+            skip_ids: if inf.mode == BACKFILL {
+                HashSet::new()
+            } else {
+                h.state
+                    .boundary
+                    .iter()
+                    .map(|(_, id)| id.clone())
+                    .collect::<HashSet<_>>()
+            },
             overlap_ms: self.settings.overlap.as_millis() as i64,
             recent_cap: MAX_BOUNDARY_IDS,
             ticket_cap: Some(MAX_PENDING_TICKETS),
@@ -818,6 +964,7 @@ impl Run<'_> {
             return Err(DownloadError::Failed(e));
         }
         if summary.lines == 0 {
+            self.report(Step::Committed { lines: 0 });
             return Ok(summary);
         }
         if let Some(i) = h.state.inflight.as_mut() {
@@ -837,6 +984,9 @@ impl Run<'_> {
             Err(e) => return Err(DownloadError::Failed(e.to_string())),
         }
         self.crash_point("after-blob-commit");
+        self.report(Step::Committed {
+            lines: summary.lines,
+        });
         Ok(summary)
     }
 

@@ -230,6 +230,32 @@ impl ExportRequest {
     }
 }
 
+/// One event subscription as listed (§1.4.1). Qualtrics never returns the `sharedKey`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EventSubscription {
+    pub id: String,
+    /// One topic (a string, not an array), e.g. `surveyengine.completedResponse.SV_…`.
+    #[serde(default)]
+    pub topics: String,
+    /// May carry the Functions key in `?code=`: never print it as it is.
+    #[serde(default, rename = "publicationUrl")]
+    pub publication_url: String,
+}
+
+/// The create body (§1.4.1). The request field is `encrypt` (the list answers `encrypted`).
+#[derive(Serialize)]
+struct NewSubscription<'a> {
+    topics: &'a str,
+    #[serde(rename = "publicationUrl")]
+    publication_url: &'a str,
+    encrypt: bool,
+    #[serde(rename = "sharedKey")]
+    shared_key: &'a str,
+}
+
+/// Pages followed at most by one listing: a guard against a `nextPage` that never ends.
+const MAX_PAGES: usize = 1000;
+
 /// The Qualtrics client. Cheap to share (`&self` everywhere).
 #[derive(Debug)]
 pub struct QualtricsClient {
@@ -408,6 +434,130 @@ impl QualtricsClient {
             .await
     }
 
+    /// `GET /eventsubscriptions`, following `result.nextPage` to the end (§1.4.1). A
+    /// `nextPage` on another origin is refused: the API token must not leave for it.
+    pub async fn list_event_subscriptions(
+        &self,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+    ) -> Result<Vec<EventSubscription>, QualtricsError> {
+        const OP: &str = "list event subscriptions";
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            elements: Vec<EventSubscription>,
+            #[serde(default, rename = "nextPage")]
+            next_page: Option<String>,
+        }
+        let mut all: Vec<EventSubscription> = Vec::new();
+        let mut target = "eventsubscriptions".to_string();
+        let mut visited = std::collections::HashSet::new();
+        for _ in 0..MAX_PAGES {
+            if !visited.insert(target.clone()) {
+                return Err(QualtricsError::Decode {
+                    op: OP,
+                    reason: "nextPage repeats a page already read".into(),
+                });
+            }
+            let r = self
+                .call_json(OP, secrets, budget, reqwest::Method::GET, &target, None)
+                .await?;
+            let page: Page = serde_json::from_value(r).map_err(|e| QualtricsError::Decode {
+                op: OP,
+                reason: e.to_string(),
+            })?;
+            // A subscription created or deleted meanwhile can shift offsets: list each once.
+            for e in page.elements {
+                if !all.iter().any(|a| a.id == e.id) {
+                    all.push(e);
+                }
+            }
+            match page.next_page.filter(|n| !n.trim().is_empty()) {
+                None => return Ok(all),
+                Some(next) => target = self.same_origin(OP, &next)?,
+            }
+        }
+        Err(QualtricsError::Decode {
+            op: OP,
+            reason: format!("more than {MAX_PAGES} pages"),
+        })
+    }
+
+    /// `POST /eventsubscriptions` (§1.4.1); returns the new id (`SUB_…`).
+    pub async fn create_event_subscription(
+        &self,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+        topic: &str,
+        publication_url: &str,
+        shared_key: &crate::secrets::Secret,
+    ) -> Result<String, QualtricsError> {
+        const OP: &str = "create event subscription";
+        let body = serde_json::to_value(NewSubscription {
+            topics: topic,
+            publication_url,
+            encrypt: false,
+            shared_key: shared_key.expose(),
+        })
+        .map_err(|e| QualtricsError::Decode {
+            op: OP,
+            reason: e.to_string(),
+        })?;
+        let r = self
+            .call_json(
+                OP,
+                secrets,
+                budget,
+                reqwest::Method::POST,
+                "eventsubscriptions",
+                Some(&body),
+            )
+            .await?;
+        r.get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| QualtricsError::Decode {
+                op: OP,
+                reason: "no id".into(),
+            })
+    }
+
+    /// `DELETE /eventsubscriptions/{id}` (§1.4.1): the reply is `meta` only.
+    pub async fn delete_event_subscription(
+        &self,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+        id: &str,
+    ) -> Result<(), QualtricsError> {
+        const OP: &str = "delete event subscription";
+        // The id goes into the path: only the characters Qualtrics ids are made of.
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(QualtricsError::Decode {
+                op: OP,
+                reason: format!("{id:?} is not a subscription id"),
+            });
+        }
+        let path = format!("eventsubscriptions/{id}");
+        self.call_envelope(OP, secrets, budget, reqwest::Method::DELETE, &path, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// `next` as a request target, if it is on the API's own origin.
+    fn same_origin(&self, op: &'static str, next: &str) -> Result<String, QualtricsError> {
+        let url = self.api.join(next).map_err(|e| QualtricsError::Decode {
+            op,
+            reason: format!("nextPage is not a URL: {e}"),
+        })?;
+        if url.origin() != self.api.origin() {
+            return Err(QualtricsError::Decode {
+                op,
+                reason: "nextPage points to another host; not followed".into(),
+            });
+        }
+        Ok(url.to_string())
+    }
+
     async fn call_json(
         &self,
         op: &'static str,
@@ -417,6 +567,24 @@ impl QualtricsClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, QualtricsError> {
+        self.call_envelope(op, secrets, budget, method, path, body)
+            .await?
+            .ok_or_else(|| QualtricsError::Decode {
+                op,
+                reason: "no result".into(),
+            })
+    }
+
+    /// The call's `result`, which some calls (DELETE) do not have.
+    async fn call_envelope(
+        &self,
+        op: &'static str,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, QualtricsError> {
         let resp = self.send(op, secrets, budget, method, path, body).await?;
         let bytes = resp.bytes().await.map_err(|e| QualtricsError::Transport {
             op,
@@ -445,10 +613,7 @@ impl QualtricsClient {
                 "qualtrics notice"
             );
         }
-        env.result.ok_or_else(|| QualtricsError::Decode {
-            op,
-            reason: "no result".into(),
-        })
+        Ok(env.result)
     }
 
     /// Sends with retries; returns the 2xx response (body unread) or the typed error.
@@ -668,6 +833,53 @@ mod tests {
         .body();
         assert_eq!(b["continuationToken"], "t");
         assert!(b.get("allowContinuation").is_none());
+    }
+
+    #[test]
+    fn next_page_must_stay_on_the_api_origin() {
+        let c = QualtricsClient::new("https://iad1.qualtrics.com", RetryPolicy::default()).unwrap();
+        let next = c
+            .same_origin(
+                "x",
+                "https://iad1.qualtrics.com/API/v3/eventsubscriptions?offset=100",
+            )
+            .unwrap();
+        assert_eq!(
+            c.api_url().join(&next).unwrap().as_str(),
+            "https://iad1.qualtrics.com/API/v3/eventsubscriptions?offset=100"
+        );
+        for foreign in [
+            "https://evil.example/API/v3/eventsubscriptions?offset=100",
+            "http://iad1.qualtrics.com/API/v3/eventsubscriptions",
+            "https://iad1.qualtrics.com:8443/API/v3/eventsubscriptions",
+        ] {
+            assert!(c.same_origin("x", foreign).is_err(), "{foreign}");
+        }
+    }
+
+    #[test]
+    fn subscription_shapes() {
+        let body = serde_json::to_value(NewSubscription {
+            topics: "surveyengine.completedResponse.SV_1",
+            publication_url: "https://a.example/api/qualtrics/events?code=k",
+            encrypt: false,
+            shared_key: "s",
+        })
+        .unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"topics":"surveyengine.completedResponse.SV_1",
+                "publicationUrl":"https://a.example/api/qualtrics/events?code=k",
+                "encrypt":false,"sharedKey":"s"})
+        );
+        // A list element as Kyma captured it (§1.4.1): `encrypted`, `successfulCalls`, `scope`.
+        let e: EventSubscription = serde_json::from_str(
+            r#"{"id":"SUB_8BXPypz7dWUm8e1","scope":"<string>","topics":"surveyengine.completedResponse.*",
+                "publicationUrl":"https://kyma-project.io/qualtrics","encrypted":false,"successfulCalls":10}"#,
+        )
+        .unwrap();
+        assert_eq!(e.id, "SUB_8BXPypz7dWUm8e1");
+        assert_eq!(e.topics, "surveyengine.completedResponse.*");
     }
 
     #[test]

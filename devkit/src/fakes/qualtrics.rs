@@ -12,11 +12,17 @@
 //! * Faults: `fail_next_exports` (`failed` at 100 %), `throttle_next` (429 with or without
 //!   `Retry-After`), `error_next` (500), `set_poll_delay` (slow polls), `reject_tokens`
 //!   (400 on any continuation token), `truncate_next_file` (a download cut short).
+//! * Event subscriptions (§1.4.1): list (`offset` pages of `set_subscription_page_size`
+//!   elements, `nextPage` a full URL or `null`), create (`topics` must be a string), get and
+//!   delete by id (meta-only reply; unknown id → 404). `seed_subscription` adds one as if
+//!   another tool had created it; `subscriptions` shows the stored ones with their key.
+//!   The faults above (429, 500, auth) apply to these routes too;
+//!   `reject_next_subscription_creates` makes creates fail with 400.
 //! * Strict: unknown or case-wrong body keys give 400; `X-API-TOKEN` or `Authorization:
 //!   Bearer` required. Every call is recorded (`calls`).
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -80,10 +86,26 @@ struct Faults {
     reject_tokens: bool,
     poll_delay: Duration,
     truncate_files: u32,
+    reject_creates: u32,
+}
+
+/// An event subscription as the fake stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeSubscription {
+    pub id: String,
+    pub topics: String,
+    pub publication_url: String,
+    pub encrypt: bool,
+    /// Qualtrics never returns it; tests read it here.
+    pub shared_key: Option<String>,
 }
 
 struct Inner {
+    base_url: String,
     api_token: String,
+    subscriptions: Vec<FakeSubscription>,
+    next_subscription: u64,
+    subscription_page_size: usize,
     surveys: HashMap<String, Survey>,
     jobs: HashMap<String, Job>,
     next_job: u64,
@@ -187,8 +209,14 @@ impl FakeQualtrics {
         // Respondent data: exported to blobs, never to be logged.
         crate::canary::register(FREE_TEXT);
         crate::canary::register(RESPONDENT_IP);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let base_url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
         let inner = Arc::new(Mutex::new(Inner {
+            base_url: base_url.clone(),
             api_token: api_token.into(),
+            subscriptions: Vec::new(),
+            next_subscription: 1,
+            subscription_page_size: 100,
             surveys: HashMap::new(),
             jobs: HashMap::new(),
             next_job: 1,
@@ -208,14 +236,20 @@ impl FakeQualtrics {
                 get(file),
             )
             .route("/API/v3/surveys/{sid}/responses/{rid}", get(one_response))
+            .route(
+                "/API/v3/eventsubscriptions",
+                get(list_subscriptions).post(create_subscription),
+            )
+            .route(
+                "/API/v3/eventsubscriptions/{id}",
+                get(one_subscription).delete(delete_subscription),
+            )
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let port = listener.local_addr()?.port();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         Ok(Self {
-            base_url: format!("http://127.0.0.1:{port}"),
+            base_url,
             inner,
             task,
         })
@@ -298,6 +332,37 @@ impl FakeQualtrics {
     }
     pub fn calls(&self) -> Vec<Call> {
         self.with(|i| i.calls.clone())
+    }
+
+    /// Adds a subscription as if another tool had created it; returns its id.
+    pub fn seed_subscription(&self, topics: &str, publication_url: &str) -> String {
+        self.with(|i| {
+            let id = new_subscription_id(i);
+            i.subscriptions.push(FakeSubscription {
+                id: id.clone(),
+                topics: topics.into(),
+                publication_url: publication_url.into(),
+                encrypt: false,
+                shared_key: None,
+            });
+            id
+        })
+    }
+
+    /// The stored subscriptions, in creation order.
+    pub fn subscriptions(&self) -> Vec<FakeSubscription> {
+        self.with(|i| i.subscriptions.clone())
+    }
+
+    /// The next `n` subscription creates answer 400 (as for a `publicationUrl` Qualtrics
+    /// refuses): a permanent failure, not retried.
+    pub fn reject_next_subscription_creates(&self, n: u32) {
+        self.with(|i| i.faults.reject_creates = n);
+    }
+
+    /// Elements per list page (default 100), so tests can cross pages with a few.
+    pub fn set_subscription_page_size(&self, n: usize) {
+        self.with(|i| i.subscription_page_size = n.max(1));
     }
 }
 
@@ -800,4 +865,163 @@ fn write_zip(
     tail.extend_from_slice(&cd_offset.to_le_bytes());
     tail.extend_from_slice(&0u16.to_le_bytes());
     w.write_all(&tail)
+}
+
+fn new_subscription_id(i: &mut Inner) -> String {
+    let id = format!("SUB_fake{:08}", i.next_subscription);
+    i.next_subscription += 1;
+    id
+}
+
+fn subscription_json(s: &FakeSubscription) -> Value {
+    json!({"id": s.id, "scope": "brand", "topics": s.topics, "publicationUrl": s.publication_url,
+        "encrypted": s.encrypt, "successfulCalls": 0})
+}
+
+async fn list_subscriptions(
+    State(inner): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut i = inner.lock().expect("fake lock");
+    let offset = query.get("offset");
+    let path = match offset {
+        Some(o) => format!("/API/v3/eventsubscriptions?offset={o}"),
+        None => "/API/v3/eventsubscriptions".to_string(),
+    };
+    if let Some(r) = gate(&mut i, "GET", path, &headers, None) {
+        return r;
+    }
+    let Some(offset) = offset.map_or(Some(0), |o| o.parse::<usize>().ok()) else {
+        set_last_status(&mut i, 400);
+        return envelope_error(StatusCode::BAD_REQUEST, "Invalid offset");
+    };
+    let size = i.subscription_page_size;
+    let elements: Vec<Value> = i
+        .subscriptions
+        .iter()
+        .skip(offset)
+        .take(size)
+        .map(subscription_json)
+        .collect();
+    let next = (offset + size < i.subscriptions.len()).then(|| {
+        Value::String(format!(
+            "{}/API/v3/eventsubscriptions?offset={}",
+            i.base_url,
+            offset + size
+        ))
+    });
+    ok(json!({"elements": elements, "nextPage": next.unwrap_or(Value::Null)}))
+}
+
+async fn create_subscription(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Option<Value> = serde_json::from_slice(&body).ok();
+    // The recorded body never holds the key: tests print recorded calls.
+    let recorded = body.clone().map(|mut b| {
+        if let Some(k) = b.get_mut("sharedKey") {
+            *k = Value::String("***".into());
+        }
+        b
+    });
+    let mut i = inner.lock().expect("fake lock");
+    if let Some(r) = gate(
+        &mut i,
+        "POST",
+        "/API/v3/eventsubscriptions".into(),
+        &headers,
+        recorded,
+    ) {
+        return r;
+    }
+    let fail = |i: &mut Inner, msg: &str| {
+        set_last_status(i, 400);
+        envelope_error(StatusCode::BAD_REQUEST, msg)
+    };
+    let Some(Value::Object(b)) = body else {
+        return fail(
+            &mut i,
+            "Invalid request. Missing or invalid parameter Request.",
+        );
+    };
+    const KEYS: &[&str] = &["topics", "publicationUrl", "encrypt", "sharedKey"];
+    if let Some(k) = b.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return fail(&mut i, &format!("Invalid request. Unknown parameter {k}."));
+    }
+    let (Some(topics), Some(url)) = (
+        b.get("topics").and_then(Value::as_str),
+        b.get("publicationUrl").and_then(Value::as_str),
+    ) else {
+        return fail(&mut i, "topics and publicationUrl must be strings");
+    };
+    if !matches!(b.get("encrypt"), None | Some(Value::Bool(_)))
+        || !matches!(b.get("sharedKey"), None | Some(Value::String(_)))
+    {
+        return fail(&mut i, "encrypt must be a bool and sharedKey a string");
+    }
+    if i.faults.reject_creates > 0 {
+        i.faults.reject_creates -= 1;
+        return fail(&mut i, "Invalid publicationUrl");
+    }
+    let id = new_subscription_id(&mut i);
+    let sub = FakeSubscription {
+        id: id.clone(),
+        topics: topics.into(),
+        publication_url: url.into(),
+        encrypt: b.get("encrypt").and_then(Value::as_bool).unwrap_or(false),
+        shared_key: b
+            .get("sharedKey")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    };
+    i.subscriptions.push(sub);
+    ok(json!({"id": id}))
+}
+
+async fn one_subscription(
+    State(inner): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut i = inner.lock().expect("fake lock");
+    let path = format!("/API/v3/eventsubscriptions/{id}");
+    if let Some(r) = gate(&mut i, "GET", path, &headers, None) {
+        return r;
+    }
+    match i.subscriptions.iter().find(|s| s.id == id) {
+        Some(s) => ok(subscription_json(s)),
+        None => {
+            set_last_status(&mut i, 404);
+            envelope_error(StatusCode::NOT_FOUND, "Subscription not found")
+        }
+    }
+}
+
+async fn delete_subscription(
+    State(inner): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut i = inner.lock().expect("fake lock");
+    let path = format!("/API/v3/eventsubscriptions/{id}");
+    if let Some(r) = gate(&mut i, "DELETE", path, &headers, None) {
+        return r;
+    }
+    let before = i.subscriptions.len();
+    i.subscriptions.retain(|s| s.id != id);
+    if i.subscriptions.len() == before {
+        set_last_status(&mut i, 404);
+        return envelope_error(StatusCode::NOT_FOUND, "Subscription not found");
+    }
+    let body =
+        json!({"meta":{"httpStatus":"200 - OK","requestId": uuid::Uuid::new_v4().to_string()}});
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
