@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command: every test of the workspace (the real release binary behind devkit's
-# local Functions host on real Azurite, fakes for everything external) and the infra gate.
-# Installs what it needs (pinned Azurite from npm, pinned checkov from PyPI) on first use.
+# local Functions host on real Azurite, fakes for everything external), a bounded fuzz run
+# and the infra gate. Installs what it needs (pinned Azurite from npm, pinned checkov from
+# PyPI, pinned cargo-fuzz from crates.io) on first use. FUZZ_SECONDS sets the fuzz time per
+# target (default 20; 0 skips fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +11,16 @@ bash scripts/install-azurite.sh >/dev/null
 # Release profile throughout: the tests run the release handler binary, and one profile
 # means one build.
 cargo test --release --workspace --all-targets "$@"
+# Fuzzing needs nightly. Without it the committed corpus was still replayed above
+# (tests/fuzz_corpus.rs), so only the search for new inputs is skipped.
+fuzz_seconds="${FUZZ_SECONDS:-20}"
+if [ "$fuzz_seconds" = 0 ]; then
+  echo "test: fuzzing skipped (FUZZ_SECONDS=0)" >&2
+elif ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  echo "test: no nightly toolchain; fuzzing skipped (the corpus replay ran)" >&2
+else
+  bash scripts/fuzz.sh "$fuzz_seconds"
+fi
 # Infra: checkov on the Bicep (parse errors and unskipped failures fail), and proof that the
 # infra and package gates can fail.
 bash scripts/check-infra.sh

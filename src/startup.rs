@@ -141,7 +141,6 @@ async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
     let Some(function) = [webhook::FUNCTION, export::FUNCTION, tickets::FUNCTION]
         .into_iter()
         .find(|f| *f == function)
@@ -160,19 +159,30 @@ async fn invoke(
         );
     };
     let inv = Invocation { id, function };
-    let result = match Envelope::parse(&body) {
+    let (status, body) = handle_invocation(&app, &inv, &body).await;
+    json_response(status, body)
+}
+
+/// Runs one invocation on the host's envelope `body` and builds the reply the host gets:
+/// 200 with the invocation's outputs, or a non-2xx `{"error": …}` that fails it (400 for an
+/// envelope that cannot be decoded, 503 for a transient condition). Everything after routing
+/// and the invocation-id check happens here, so the fuzz harness drives exactly this.
+pub async fn handle_invocation(app: &App, inv: &Invocation, body: &[u8]) -> (StatusCode, Vec<u8>) {
+    let started = Instant::now();
+    let function = inv.function;
+    let result = match Envelope::parse(body) {
         Err(e) => Err(InvocationError::from(e)),
         Ok(envelope) => match function {
-            webhook::FUNCTION => webhook::invoke(&app, &inv, envelope).await,
-            export::FUNCTION => export::invoke(&app, &inv, envelope).await,
-            _ => tickets::invoke(&app, &inv, envelope).await,
+            webhook::FUNCTION => webhook::invoke(app, inv, envelope).await,
+            export::FUNCTION => export::invoke(app, inv, envelope).await,
+            _ => tickets::invoke(app, inv, envelope).await,
         },
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(reply) => {
             tracing::info!(invocation_id = %inv.id, function, duration_ms, outcome = "succeeded", "invocation");
-            json_response(StatusCode::OK, reply.to_json())
+            (StatusCode::OK, reply.to_json())
         }
         Err(e) => {
             let (status, kind) = match e {
@@ -180,19 +190,20 @@ async fn invoke(
                 InvocationError::Retry(_) => (StatusCode::SERVICE_UNAVAILABLE, "retry"),
             };
             tracing::error!(invocation_id = %inv.id, function, duration_ms, outcome = "failed", kind, reason = %e, "invocation");
-            failure(status, &e.to_string())
+            (status, error_body(&e.to_string()))
         }
     }
 }
 
 /// A non-2xx reply: the host marks the invocation failed (and ignores the body).
 fn failure(status: StatusCode, reason: &str) -> Response {
-    json_response(
-        status,
-        serde_json::json!({ "error": reason })
-            .to_string()
-            .into_bytes(),
-    )
+    json_response(status, error_body(reason))
+}
+
+fn error_body(reason: &str) -> Vec<u8> {
+    serde_json::json!({ "error": reason })
+        .to_string()
+        .into_bytes()
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {

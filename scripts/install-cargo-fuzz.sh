@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the pinned cargo-fuzz into tools/cargo-fuzz (idempotent; offline once installed).
+# Prints the path of the cargo-fuzz binary on stdout. Fuzzing itself needs the nightly
+# toolchain (`rustup toolchain install nightly`); installing cargo-fuzz does not.
+set -euo pipefail
+CARGO_FUZZ_VERSION="0.13.2"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dir="$root/tools/cargo-fuzz"
+bin="$dir/bin/cargo-fuzz"
+installed=""
+if [ -x "$bin" ]; then
+  # `cargo-fuzz --version` prints "cargo-fuzz 0.13.2".
+  installed="$("$bin" --version 2>/dev/null | awk '{print $2}')"
+fi
+if [ "$installed" != "$CARGO_FUZZ_VERSION" ]; then
+  echo "install-cargo-fuzz: installing cargo-fuzz@$CARGO_FUZZ_VERSION into $dir" >&2
+  # A release build of a CLI: its own target dir, so the project's cache is left alone.
+  cargo install --locked --quiet --root "$dir" --version "$CARGO_FUZZ_VERSION" cargo-fuzz >&2
+fi
+echo "$bin"
