@@ -2,6 +2,8 @@
 # Fuzzes every cargo-fuzz target in fuzz/ for a bounded time: scripts/fuzz.sh [seconds-per-target]
 # (default 20). Fails on any crash (an artifact lands in fuzz/artifacts/<target>/), prints
 # executions/s per target. Needs the nightly toolchain; installs the pinned cargo-fuzz.
+# New inputs are discarded unless FUZZ_NEW_INPUTS=<dir> keeps them in <dir>/<target>, to be
+# merged into the committed corpus with `cargo fuzz cmin` (docs/fuzzing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-20}"
@@ -25,8 +27,13 @@ for target in $("$cargo_fuzz" fuzz list); do
   [ -f "fuzz/$target.dict" ] && dict=("-dict=fuzz/$target.dict")
   log="$(mktemp)"
   # New inputs go to a scratch directory: the committed corpus changes only by
-  # `cargo fuzz cmin` (docs/fuzzing.md), so a CI run leaves the work tree clean.
-  scratch="$(mktemp -d)"
+  # `cargo fuzz cmin`, so a CI run leaves the work tree clean.
+  if [ -n "${FUZZ_NEW_INPUTS:-}" ]; then
+    scratch="$FUZZ_NEW_INPUTS/$target"
+    mkdir -p "$scratch"
+  else
+    scratch="$(mktemp -d)"
+  fi
   status=0
   "$cargo_fuzz" fuzz run "${flags[@]}" "$target" "$scratch" "$corpus" -- \
     -max_total_time="$seconds" -max_len=16384 \
@@ -36,12 +43,14 @@ for target in $("$cargo_fuzz" fuzz list); do
   kept="$(find "$scratch" -type f | wc -l)"
   if [ "$status" -ne 0 ]; then
     failed=1
-    echo "fuzz: $target FAILED (exit $status); log tail:" >&2
-    tail -n 40 "$log" >&2
+    echo "fuzz: $target FAILED (exit $status):" >&2
+    grep -A3 -m1 'panicked at' "$log" >&2 || true
+    grep -A2 -m1 'Failing input:' "$log" >&2 || tail -n 20 "$log" >&2
   fi
   printf 'fuzz: %-18s %4ss  %10s execs  %7s exec/s  corpus %s committed + %s new  %s\n' \
     "$target" "$seconds" "$execs" "$per_sec" "$(find "$corpus" -type f | wc -l)" "$kept" \
     "$([ "$status" -eq 0 ] && echo ok || echo CRASH)"
-  rm -rf "$scratch" "$log"
+  rm -f "$log"
+  [ -n "${FUZZ_NEW_INPUTS:-}" ] || rm -rf "$scratch"
 done
 exit "$failed"

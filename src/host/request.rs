@@ -13,6 +13,10 @@ use std::collections::HashMap;
 pub enum EnvelopeError {
     #[error("invocation body is not a JSON envelope: {0}")]
     NotJson(#[source] serde_json::Error),
+    #[error("invocation body is not UTF-8 text")]
+    NotUtf8,
+    #[error("invocation body is not a JSON object")]
+    NotObject,
     #[error("envelope has no Data.{0}")]
     MissingBinding(&'static str),
     #[error("Data.{binding} is not a valid {kind}: {reason}")]
@@ -39,8 +43,19 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// Decodes the envelope strictly: JSON text is UTF-8 (RFC 8259 §8.1) and the envelope an
+    /// object. Both are checked up front because serde alone checks neither: it skips the
+    /// string values of keys it ignores without validating their UTF-8, and it would fill
+    /// the struct from a JSON array too.
     pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
-        serde_json::from_slice(body).map_err(EnvelopeError::NotJson)
+        let text = std::str::from_utf8(body).map_err(|_| EnvelopeError::NotUtf8)?;
+        if !text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{')
+        {
+            return Err(EnvelopeError::NotObject);
+        }
+        serde_json::from_str(text).map_err(EnvelopeError::NotJson)
     }
 
     fn take(&mut self, binding: &'static str) -> Result<Box<RawValue>, EnvelopeError> {
@@ -323,6 +338,28 @@ mod tests {
         let e = env(json!({"Data": {"req": {"Method": "POST",
             "Headers": {"Content-Type": ["multipart/form-data; boundary=x"]}, "Body": "not base64!"}}}));
         assert!(e.http("req").unwrap().body_bytes().is_err());
+    }
+
+    /// Invalid UTF-8 inside an ignored key (found by the `envelope` fuzz target) and a
+    /// top-level array (found while fixing it) used to decode as an envelope.
+    #[test]
+    fn only_utf8_json_objects_are_envelopes() {
+        let ok = br#"{"Data":{"request":"\"x\""},"Metadata":{"DequeueCount":"1"}}"#;
+        assert_eq!(
+            Envelope::parse(ok).unwrap().queue("request").unwrap().text,
+            "x"
+        );
+        let ignored_invalid_utf8 = b"{\"Data\":{},\"Other\":\"\x9e\"}";
+        assert!(matches!(
+            Envelope::parse(ignored_invalid_utf8),
+            Err(EnvelopeError::NotUtf8)
+        ));
+        let array = br#" [{"request":"\"x\""},{"DequeueCount":"1"}]"#;
+        assert!(matches!(
+            Envelope::parse(array),
+            Err(EnvelopeError::NotObject)
+        ));
+        assert!(Envelope::parse(b" \r\n\t{}").is_ok());
     }
 
     #[test]
