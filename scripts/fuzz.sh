@@ -4,6 +4,8 @@
 # executions/s per target. Needs the nightly toolchain; installs the pinned cargo-fuzz.
 # New inputs are discarded unless FUZZ_NEW_INPUTS=<dir> keeps them in <dir>/<target>, to be
 # merged into the committed corpus with `cargo fuzz cmin` (docs/fuzzing.md).
+# FUZZ_BUILD=dev builds unoptimised: a much shorter build for short runs (scripts/test.sh),
+# at a fraction of the executions/s of the default optimised build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-20}"
@@ -17,6 +19,11 @@ export RUSTUP_TOOLCHAIN=nightly
 # without it the build is shorter and each execution about twice as fast. Debug assertions
 # and overflow checks stay on (cargo-fuzz's default).
 flags=(--sanitizer none)
+case "${FUZZ_BUILD:-release}" in
+  release) ;;
+  dev) flags+=(--dev) ;;
+  *) echo "fuzz: FUZZ_BUILD must be release or dev" >&2; exit 2 ;;
+esac
 "$cargo_fuzz" fuzz build "${flags[@]}"
 
 failed=0

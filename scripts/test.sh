@@ -19,7 +19,8 @@ if [ "$fuzz_seconds" = 0 ]; then
 elif ! rustup run nightly rustc --version >/dev/null 2>&1; then
   echo "test: no nightly toolchain; fuzzing skipped (the corpus replay ran)" >&2
 else
-  bash scripts/fuzz.sh "$fuzz_seconds"
+  # Unoptimised fuzz build: it is most of the time fuzzing adds here (docs/fuzzing.md).
+  FUZZ_BUILD="${FUZZ_BUILD:-dev}" bash scripts/fuzz.sh "$fuzz_seconds"
 fi
 # Infra: checkov on the Bicep (parse errors and unskipped failures fail), and proof that the
 # infra and package gates can fail.
