@@ -139,7 +139,6 @@ async fn not_found() -> Response {
 }
 
 async fn invoke(State(app): State<Arc<App>>, request: Request) -> Response {
-    let started = Instant::now();
     let (parts, body) = request.into_parts();
     let name = parts.uri.path().trim_start_matches('/');
     let Some(function) = [webhook::FUNCTION, export::FUNCTION, tickets::FUNCTION]
@@ -168,25 +167,36 @@ async fn invoke(State(app): State<Arc<App>>, request: Request) -> Response {
             )
         }
     };
-    let span = telemetry::invocation_span(id, function);
     let inv = Invocation {
         id: id.to_owned(),
         function,
     };
+    let (status, body) = handle_invocation(&app, &inv, &body).await;
+    json_response(status, body)
+}
+
+/// Runs one invocation on the host's envelope `body` and builds the reply the host gets:
+/// 200 with the invocation's outputs, or a non-2xx `{"error": …}` that fails it (400 for an
+/// envelope that cannot be decoded, 503 for a transient condition). Everything after routing
+/// and the invocation-id check happens here, so the fuzz harness drives exactly this. Every
+/// line logged meanwhile carries the invocation id; the last one sums the invocation up.
+pub async fn handle_invocation(app: &App, inv: &Invocation, body: &[u8]) -> (StatusCode, Vec<u8>) {
+    let started = Instant::now();
+    let function = inv.function;
     async move {
-        let result = match Envelope::parse(&body) {
+        let result = match Envelope::parse(body) {
             Err(e) => Err(InvocationError::from(e)),
             Ok(envelope) => match function {
-                webhook::FUNCTION => webhook::invoke(&app, envelope).await,
-                export::FUNCTION => export::invoke(&app, &inv, envelope).await,
-                _ => tickets::invoke(&app, &inv, envelope).await,
+                webhook::FUNCTION => webhook::invoke(app, envelope).await,
+                export::FUNCTION => export::invoke(app, inv, envelope).await,
+                _ => tickets::invoke(app, inv, envelope).await,
             },
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(reply) => {
                 telemetry::log_invocation(duration_ms, false, &reply.summary);
-                json_response(StatusCode::OK, reply.to_json())
+                (StatusCode::OK, reply.to_json())
             }
             Err(e) => {
                 let status = match e {
@@ -199,22 +209,23 @@ async fn invoke(State(app): State<Arc<App>>, request: Request) -> Response {
                     ..Default::default()
                 };
                 telemetry::log_invocation(duration_ms, true, &summary);
-                failure(status, &reason)
+                (status, error_body(&reason))
             }
         }
     }
-    .instrument(span)
+    .instrument(telemetry::invocation_span(&inv.id, function))
     .await
 }
 
 /// A non-2xx reply: the host marks the invocation failed (and ignores the body).
 fn failure(status: StatusCode, reason: &str) -> Response {
-    json_response(
-        status,
-        serde_json::json!({ "error": reason })
-            .to_string()
-            .into_bytes(),
-    )
+    json_response(status, error_body(reason))
+}
+
+fn error_body(reason: &str) -> Vec<u8> {
+    serde_json::json!({ "error": reason })
+        .to_string()
+        .into_bytes()
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {

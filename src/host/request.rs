@@ -14,6 +14,10 @@ use std::collections::HashMap;
 pub enum EnvelopeError {
     #[error("invocation body is not a JSON envelope: {0}")]
     NotJson(#[source] serde_json::Error),
+    #[error("invocation body is not a JSON envelope: not UTF-8 text")]
+    NotUtf8,
+    #[error("invocation body is not a JSON envelope: not an object")]
+    NotObject,
     #[error("envelope has no Data.{0}")]
     MissingBinding(&'static str),
     #[error("Data.{binding} is not a valid {kind}: {reason}")]
@@ -34,7 +38,7 @@ pub enum EnvelopeError {
 /// never reads (`Identities`, HTTP `Metadata`), which is skipped without building anything.
 #[derive(Debug, Clone, Copy)]
 pub struct Envelope<'a> {
-    body: &'a [u8],
+    text: &'a str,
 }
 
 /// The whole envelope as maps of raw entries, for the triggers that need `Metadata` too.
@@ -61,20 +65,29 @@ impl Entries {
 }
 
 impl<'a> Envelope<'a> {
-    /// Wraps an invocation body. Nothing is checked yet: a body that is not an envelope fails
+    /// Wraps an invocation body after the checks serde would not make: JSON text is UTF-8
+    /// (RFC 8259 §8.1; serde skips the strings of ignored keys without validating them) and
+    /// an envelope is an object (serde would fill a struct from an array). The rest is decoded
     /// when the function asks for its binding.
     pub fn parse(body: &'a [u8]) -> Result<Self, EnvelopeError> {
-        Ok(Self { body })
+        let text = std::str::from_utf8(body).map_err(|_| EnvelopeError::NotUtf8)?;
+        if !text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{')
+        {
+            return Err(EnvelopeError::NotObject);
+        }
+        Ok(Self { text })
     }
 
     fn entries(&self) -> Result<Entries, EnvelopeError> {
-        serde_json::from_slice(self.body).map_err(EnvelopeError::NotJson)
+        serde_json::from_str(self.text).map_err(EnvelopeError::NotJson)
     }
 
     /// The HTTP trigger payload bound as `binding`.
     pub fn http(self, binding: &'static str) -> Result<HttpTrigger<'a>, EnvelopeError> {
         let in_binding = std::cell::Cell::new(false);
-        let mut de = serde_json::Deserializer::from_slice(self.body);
+        let mut de = serde_json::Deserializer::from_str(self.text);
         let found = serde::de::DeserializeSeed::deserialize(
             OneBinding::<HttpTrigger<'a>> {
                 binding,
@@ -510,6 +523,28 @@ mod tests {
             "Headers": {"Content-Type": ["multipart/form-data; boundary=x"]}, "Body": "not base64!"}}}));
         let e = env(&b);
         assert!(e.http("req").unwrap().body_bytes().is_err());
+    }
+
+    /// Invalid UTF-8 inside an ignored key (found by the `envelope` fuzz target) and a
+    /// top-level array (found while fixing it) used to decode as an envelope.
+    #[test]
+    fn only_utf8_json_objects_are_envelopes() {
+        let ok = br#"{"Data":{"request":"\"x\""},"Metadata":{"DequeueCount":"1"}}"#;
+        assert_eq!(
+            Envelope::parse(ok).unwrap().queue("request").unwrap().text,
+            "x"
+        );
+        let ignored_invalid_utf8 = b"{\"Data\":{},\"Other\":\"\x9e\"}";
+        assert!(matches!(
+            Envelope::parse(ignored_invalid_utf8),
+            Err(EnvelopeError::NotUtf8)
+        ));
+        let array = br#" [{"request":"\"x\""},{"DequeueCount":"1"}]"#;
+        assert!(matches!(
+            Envelope::parse(array),
+            Err(EnvelopeError::NotObject)
+        ));
+        assert!(Envelope::parse(b" \r\n\t{}").is_ok());
     }
 
     #[test]
