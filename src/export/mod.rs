@@ -101,6 +101,10 @@ const MAX_BOUNDARY_IDS: usize = 20_000;
 pub struct ExportState {
     pub v: u32,
     pub survey_id: String,
+    /// When the bridge first ran for this survey (unix ms): responses recorded since are not
+    /// history, so the first (full) export reconciles them too.
+    #[serde(default)]
+    pub created_ms: Option<i64>,
     pub continuation_token: Option<String>,
     pub last_run_at: Option<String>,
     pub last_success_at: Option<String>,
@@ -213,6 +217,13 @@ pub async fn invoke(
         blob_state::ensure_container(c)
             .await
             .map_err(|e| InvocationError::Retry(e.to_string()))?;
+    }
+    // Every survey's start time is fixed before any survey is exported, so a run that dies
+    // (or runs out of time) on the first survey does not move the others' start forward.
+    for s in &surveys {
+        if let Err(e) = run.create_state(&s.id).await {
+            return Err(InvocationError::Retry(e));
+        }
     }
     let mut capacity = settings.max_ticket_messages;
     let mut tickets = Vec::new();
@@ -358,6 +369,28 @@ impl Run<'_> {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
+    /// Creates the survey's state blob if it does not exist yet.
+    async fn create_state(&self, sid: &str) -> Result<(), String> {
+        let name = format!("exports/{sid}.json");
+        let init = ExportState {
+            v: 1,
+            survey_id: sid.to_string(),
+            created_ms: Some((self.started.unix_timestamp_nanos() / 1_000_000) as i64),
+            ..Default::default()
+        };
+        match blob_state::write(
+            &self.states.blob_client(&name),
+            &name,
+            Bytes::from(serde_json::to_vec(&init).unwrap_or_default()),
+            Condition::Absent,
+        )
+        .await
+        {
+            Ok(_) | Err(BlobError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     async fn survey(
         &self,
         sid: &str,
@@ -368,21 +401,8 @@ impl Run<'_> {
         let name = format!("exports/{sid}.json");
         let blob = self.states.blob_client(&name);
         // The blob must exist to be leased.
-        let init = ExportState {
-            v: 1,
-            survey_id: sid.to_string(),
-            ..Default::default()
-        };
-        match blob_state::write(
-            &blob,
-            &name,
-            Bytes::from(serde_json::to_vec(&init).unwrap_or_default()),
-            Condition::Absent,
-        )
-        .await
-        {
-            Ok(_) | Err(BlobError::Conflict { .. }) => {}
-            Err(e) => return Outcome::Failed(e.to_string()),
+        if let Err(e) = self.create_state(sid).await {
+            return Outcome::Failed(e);
         }
         let lease_id = uuid::Uuid::new_v4().to_string();
         match blob_state::acquire_lease(&blob, &name, self.settings.lease_seconds, &lease_id).await
@@ -753,6 +773,10 @@ impl Run<'_> {
             overlap_ms: self.settings.overlap.as_millis() as i64,
             recent_cap: MAX_BOUNDARY_IDS,
             ticket_cap: Some(MAX_PENDING_TICKETS),
+            // The first export is history, except what was recorded since the bridge started
+            // (a state written before `createdMs` existed: all history).
+            ticket_since_ms: (inf.mode == "initial")
+                .then(|| h.state.created_ms.unwrap_or(i64::MAX)),
         };
         let transform = tokio::task::spawn_blocking(move || {
             let reader = ChannelReader {
@@ -873,8 +897,9 @@ impl Run<'_> {
         if s.lines > 0 {
             st.last_blob = Some(inf.blob.clone());
         }
-        // The first (full) export is history, not missed webhooks: no reconciliation.
-        if tickets && inf.mode != "initial" {
+        // The first (full) export's summary holds only responses recorded since the bridge
+        // started (`ticket_since_ms`); one staged before `createdMs` existed holds history.
+        if tickets && (inf.mode != "initial" || st.created_ms.is_some()) {
             st.pending_tickets.extend(s.ticket_ids.iter().cloned());
             if s.ticket_ids_dropped > 0 || st.pending_tickets.len() > MAX_PENDING_TICKETS {
                 let excess = st.pending_tickets.len().saturating_sub(MAX_PENDING_TICKETS);
