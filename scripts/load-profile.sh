@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release --test chaos -- --ignored --exact load_profile --nocapture 2>&1 |
-    grep -E "^LOAD|^CHAOS-AUDIT|test result|panicked|assert"
+    grep -E -A1 "^LOAD|^CHAOS-AUDIT|test result|panicked"
