@@ -1,9 +1,11 @@
-//! Real Azurite for tests and local runs: the pinned npm package, started in memory on free
-//! loopback ports with telemetry off, and stopped when the handle is dropped.
+//! Real Azurite for tests and local runs: the pinned npm package, started on free loopback
+//! ports with telemetry off — in memory, or on disk when a test stops and restarts it — and
+//! stopped when the handle is dropped.
 
 use crate::process::{free_port, spawn_owned};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use storage_auth::ConnectionString;
 use tokio::process::{Child, Command};
@@ -21,30 +23,46 @@ pub enum AzuriteError {
 /// A running Azurite (blob + queue), killed on drop.
 #[derive(Debug)]
 pub struct Azurite {
-    child: Option<Child>,
+    /// In a mutex so that a test can stop and restart storage while traffic uses it.
+    child: Mutex<Option<Child>>,
     pub blob_port: u16,
     pub queue_port: u16,
     table_port: u16,
     entry: PathBuf,
     /// `--oauth basic --cert … --key …` (HTTPS only), or empty for plain SharedKey mode.
     oauth_args: Vec<String>,
+    /// Data directory (`--location`); `None` keeps everything in memory.
+    location: Option<PathBuf>,
 }
+
+/// How long a graceful stop may take before Azurite is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 impl Azurite {
     /// Installs (if needed) and starts Azurite on free ports.
     pub async fn start() -> Result<Self, AzuriteError> {
-        Self::launch(Vec::new()).await
+        Self::launch(Vec::new(), None).await
     }
 
-    async fn launch(oauth_args: Vec<String>) -> Result<Self, AzuriteError> {
+    /// Starts Azurite with its data in `dir`, so that [`Self::restart`] keeps every queue
+    /// message and blob, as a storage outage in Azure does.
+    pub async fn start_persistent(dir: &Path) -> Result<Self, AzuriteError> {
+        Self::launch(Vec::new(), Some(dir.to_path_buf())).await
+    }
+
+    async fn launch(
+        oauth_args: Vec<String>,
+        location: Option<PathBuf>,
+    ) -> Result<Self, AzuriteError> {
         let entry = azurite_entry()?;
-        let mut me = Self {
-            child: None,
+        let me = Self {
+            child: Mutex::new(None),
             blob_port: free_port().map_err(AzuriteError::Start)?,
             queue_port: free_port().map_err(AzuriteError::Start)?,
             table_port: free_port().map_err(AzuriteError::Start)?,
             entry,
             oauth_args,
+            location,
         };
         me.spawn().await?;
         Ok(me)
@@ -55,14 +73,17 @@ impl Azurite {
     /// tokens whose `iss`/`aud`/lifetime are right (signatures are not checked) as well as
     /// SharedKey, and only HTTPS. Endpoints: [`Self::blob_endpoint`], [`Self::queue_endpoint`].
     pub async fn start_oauth(cert: &Path, key: &Path) -> Result<Self, AzuriteError> {
-        Self::launch(vec![
-            "--oauth".into(),
-            "basic".into(),
-            "--cert".into(),
-            cert.display().to_string(),
-            "--key".into(),
-            key.display().to_string(),
-        ])
+        Self::launch(
+            vec![
+                "--oauth".into(),
+                "basic".into(),
+                "--cert".into(),
+                cert.display().to_string(),
+                "--key".into(),
+                key.display().to_string(),
+            ],
+            None,
+        )
         .await
     }
 
@@ -94,37 +115,37 @@ impl Azurite {
         )
     }
 
-    async fn spawn(&mut self) -> Result<(), AzuriteError> {
+    async fn spawn(&self) -> Result<(), AzuriteError> {
         let mut cmd = Command::new("node");
         cmd.arg(&self.entry)
-            .args([
-                "--silent",
-                "--inMemoryPersistence",
-                "--disableTelemetry",
-                "--skipApiVersionCheck",
-            ])
-            .args([
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                &self.blob_port.to_string(),
-            ])
-            .args([
-                "--queueHost",
-                "127.0.0.1",
-                "--queuePort",
-                &self.queue_port.to_string(),
-            ])
-            .args([
-                "--tableHost",
-                "127.0.0.1",
-                "--tablePort",
-                &self.table_port.to_string(),
-            ])
-            .args(&self.oauth_args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        self.child = Some(spawn_owned(cmd).map_err(AzuriteError::Start)?);
+            .args(["--silent", "--disableTelemetry", "--skipApiVersionCheck"]);
+        match &self.location {
+            Some(dir) => cmd.arg("--location").arg(dir),
+            None => cmd.arg("--inMemoryPersistence"),
+        };
+        cmd.args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            &self.blob_port.to_string(),
+        ])
+        .args([
+            "--queueHost",
+            "127.0.0.1",
+            "--queuePort",
+            &self.queue_port.to_string(),
+        ])
+        .args([
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            &self.table_port.to_string(),
+        ])
+        .args(&self.oauth_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+        let child = spawn_owned(cmd).map_err(AzuriteError::Start)?;
+        *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
         let limit = Duration::from_secs(30);
         let started = Instant::now();
         for port in [self.blob_port, self.queue_port] {
@@ -163,15 +184,29 @@ impl Azurite {
         }
     }
 
-    /// Stops Azurite (its in-memory data is lost, as after a crash).
-    pub async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
+    /// Stops Azurite. In memory, it is killed and its data is lost, as after a crash; on disk,
+    /// it gets SIGTERM and saves its metadata (it only autosaves every 5 s otherwise).
+    pub async fn stop(&self) {
+        let taken = self.child.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(mut child) = taken else {
+            return;
+        };
+        if self.location.is_some() {
+            if let Some(pid) = child.id() {
+                // SAFETY: signalling our own child process.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+                if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {
+                    return;
+                }
+            }
         }
+        let _ = child.kill().await;
     }
 
     /// Starts it again on the same ports.
-    pub async fn restart(&mut self) -> Result<(), AzuriteError> {
+    pub async fn restart(&self) -> Result<(), AzuriteError> {
         self.stop().await;
         self.spawn().await
     }

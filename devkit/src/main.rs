@@ -204,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
         master_key: master_key.clone(),
         timers: TimerMode::Schedule,
         echo: true,
+        queue_lease: devkit::host::DEFAULT_QUEUE_LEASE,
     })
     .await?;
     eprintln!(

@@ -25,3 +25,14 @@ pub fn spawn_owned(mut cmd: Command) -> std::io::Result<Child> {
     }
     cmd.spawn()
 }
+
+/// Sends SIGKILL to `pid`, as the OOM killer or a crash would end a process: no clean-up, no
+/// reply to anything in flight.
+pub fn sigkill(pid: u32) -> std::io::Result<()> {
+    // SAFETY: kill(2) takes plain integers and touches no memory.
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -195,22 +195,29 @@ impl QueueClient {
             .map(|_| ())
     }
 
-    /// Makes a leased message visible again after `visibility` (0 = at once).
+    /// Makes a leased message visible again after `visibility` (0 = at once), or extends the
+    /// lease by that much; returns the new pop receipt.
     pub async fn release_message(
         &self,
         queue: &str,
         id: &str,
         pop_receipt: &str,
         visibility: Duration,
-    ) -> Result<(), QueueError> {
+    ) -> Result<String, QueueError> {
         let vt = visibility.as_secs().to_string();
         let url = self.url(
             &format!("{queue}/messages/{id}"),
             &[("popreceipt", pop_receipt), ("visibilitytimeout", &vt)],
         );
-        self.send("update message", Method::PUT, url, None)
-            .await
-            .map(|_| ())
+        let resp = self.send("update message", Method::PUT, url, None).await?;
+        resp.headers()
+            .get("x-ms-popreceipt")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or(QueueError::Parse {
+                op: "update message",
+                reason: "no x-ms-popreceipt header".into(),
+            })
     }
 }
 

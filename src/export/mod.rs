@@ -107,6 +107,10 @@ const MAX_BOUNDARY_IDS: usize = 20_000;
 pub struct ExportState {
     pub v: u32,
     pub survey_id: String,
+    /// When the bridge first ran for this survey (unix ms): responses recorded since are not
+    /// history, so the first (full) export reconciles them too.
+    #[serde(default)]
+    pub created_ms: Option<i64>,
     pub continuation_token: Option<String>,
     pub last_run_at: Option<String>,
     pub last_success_at: Option<String>,
@@ -347,6 +351,11 @@ pub async fn run(
             .await
             .map_err(|e| RunError::Storage(e.to_string()))?;
     }
+    // Every survey's start time is fixed before any survey is exported, so a run that dies
+    // (or runs out of time) on the first survey does not move the others' start forward.
+    for job in jobs {
+        run.create_state(job).await.map_err(RunError::Storage)?;
+    }
     let mut capacity = settings.max_ticket_messages;
     let mut reports = Vec::new();
     for job in jobs {
@@ -483,26 +492,35 @@ impl Run<'_> {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
-    async fn survey(&self, job: &Job, capacity: &mut usize, emitted: &mut Vec<String>) -> Outcome {
-        let sid = &job.survey_id;
+    /// Creates the job's state blob if it does not exist yet, stamped with this run's start
+    /// (the first export reconciles what was recorded since then).
+    async fn create_state(&self, job: &Job) -> Result<(), String> {
         let name = job.state_blob();
-        let blob = self.states.blob_client(&name);
-        // The blob must exist to be leased.
         let init = ExportState {
             v: 1,
-            survey_id: sid.to_string(),
+            survey_id: job.survey_id.clone(),
+            created_ms: Some((self.started.unix_timestamp_nanos() / 1_000_000) as i64),
             ..Default::default()
         };
         match blob_state::write(
-            &blob,
+            &self.states.blob_client(&name),
             &name,
             Bytes::from(serde_json::to_vec(&init).unwrap_or_default()),
             Condition::Absent,
         )
         .await
         {
-            Ok(_) | Err(BlobError::Conflict { .. }) => {}
-            Err(e) => return Outcome::Failed(e.to_string()),
+            Ok(_) | Err(BlobError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn survey(&self, job: &Job, capacity: &mut usize, emitted: &mut Vec<String>) -> Outcome {
+        let name = job.state_blob();
+        let blob = self.states.blob_client(&name);
+        // The blob must exist to be leased.
+        if let Err(e) = self.create_state(job).await {
+            return Outcome::Failed(e);
         }
         let lease_id = uuid::Uuid::new_v4().to_string();
         match blob_state::acquire_lease(&blob, &name, self.settings.lease_seconds, &lease_id).await
@@ -899,6 +917,10 @@ impl Run<'_> {
             overlap_ms: self.settings.overlap.as_millis() as i64,
             recent_cap: MAX_BOUNDARY_IDS,
             ticket_cap: Some(MAX_PENDING_TICKETS),
+            // The first export is history, except what was recorded since the bridge started
+            // (a state written before `createdMs` existed: all history).
+            ticket_since_ms: (inf.mode == "initial")
+                .then(|| h.state.created_ms.unwrap_or(i64::MAX)),
         };
         let transform = tokio::task::spawn_blocking(move || {
             let reader = ChannelReader {
@@ -1023,8 +1045,9 @@ impl Run<'_> {
         if s.lines > 0 {
             st.last_blob = Some(inf.blob.clone());
         }
-        // The first (full) export is history, not missed webhooks: no reconciliation.
-        if tickets && inf.mode != "initial" {
+        // The first (full) export's summary holds only responses recorded since the bridge
+        // started (`ticket_since_ms`); one staged before `createdMs` existed holds history.
+        if tickets && (inf.mode != "initial" || st.created_ms.is_some()) {
             st.pending_tickets.extend(s.ticket_ids.iter().cloned());
             if s.ticket_ids_dropped > 0 || st.pending_tickets.len() > MAX_PENDING_TICKETS {
                 let excess = st.pending_tickets.len().saturating_sub(MAX_PENDING_TICKETS);

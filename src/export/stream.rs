@@ -31,6 +31,8 @@ pub struct TransformOptions {
     pub recent_cap: usize,
     /// Collect response ids for ticket reconciliation, at most this many.
     pub ticket_cap: Option<usize>,
+    /// Collect only responses recorded at or after this (unix ms): the rest are history.
+    pub ticket_since_ms: Option<i64>,
 }
 
 /// What a transform saw (kept in the state blob between block staging and commit).
@@ -196,7 +198,9 @@ impl<'a> LineSink<'a> {
             .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
         let id = id.to_string();
         self.summary.remember(self.opts, recorded, &id);
-        if let Some(cap) = self.opts.ticket_cap {
+        let since = self.opts.ticket_since_ms;
+        let reconcile = since.is_none_or(|s| recorded.is_some_and(|r| r >= s));
+        if let (Some(cap), true) = (self.opts.ticket_cap, reconcile) {
             if self.summary.ticket_ids.len() < cap {
                 self.summary.ticket_ids.push(id);
             } else {
@@ -368,6 +372,7 @@ mod tests {
             overlap_ms: 3_600_000,
             recent_cap: 100,
             ticket_cap: Some(10),
+            ticket_since_ms: None,
         }
     }
 
@@ -398,6 +403,18 @@ mod tests {
         assert_eq!(s.ticket_ids, vec!["R_1", "R_2"]);
         // R_1 is 2 h older than R_2: outside the 1 h overlap.
         assert_eq!(s.recent.len(), 1);
+    }
+
+    #[test]
+    fn only_responses_recorded_since_the_start_are_reconciled() {
+        let since = OffsetDateTime::parse("2026-01-01T11:00:00Z", &Rfc3339).unwrap();
+        let o = TransformOptions {
+            ticket_since_ms: Some((since.unix_timestamp_nanos() / 1_000_000) as i64),
+            ..opts()
+        };
+        let (text, s) = run(DOC.as_bytes(), &o).unwrap();
+        assert_eq!(text.lines().count(), 2, "history is still exported");
+        assert_eq!(s.ticket_ids, vec!["R_2"]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use devkit::azurite::{repo_root, Azurite};
 use devkit::host::app::Settings;
-use devkit::host::{HostOptions, LocalHost, TimerMode};
+use devkit::host::{HostOptions, LocalHost, TimerMode, DEFAULT_QUEUE_LEASE};
 use devkit::queue_client::{QueueClient, RawMessage};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,8 @@ pub struct Stack {
     pub azurite: Azurite,
     pub queues: QueueClient,
     pub app_dir: tempfile::TempDir,
+    /// Azurite's data directory when it runs on disk (dropped after Azurite).
+    pub storage_dir: Option<tempfile::TempDir>,
 }
 
 /// Builds a stack with overrides.
@@ -24,6 +26,8 @@ pub struct StackBuilder {
     settings: Settings,
     bridge_toml: Option<String>,
     without: Vec<String>,
+    persistent: bool,
+    queue_lease: Duration,
 }
 
 impl Default for StackBuilder {
@@ -45,6 +49,8 @@ impl Default for StackBuilder {
             settings,
             bridge_toml: None,
             without: Vec::new(),
+            persistent: false,
+            queue_lease: DEFAULT_QUEUE_LEASE,
         }
     }
 }
@@ -73,8 +79,27 @@ impl StackBuilder {
         self
     }
 
+    /// Runs Azurite on disk, so that `stack.azurite.restart()` keeps queues and blobs.
+    pub fn persistent_storage(mut self) -> Self {
+        self.persistent = true;
+        self
+    }
+
+    /// The local host's visibility lease on a queue message while it runs.
+    pub fn queue_lease(mut self, lease: Duration) -> Self {
+        self.queue_lease = lease;
+        self
+    }
+
     pub async fn start(self) -> Stack {
-        let azurite = Azurite::start().await.expect("azurite starts");
+        let storage_dir = self
+            .persistent
+            .then(|| tempfile::tempdir().expect("azurite data dir"));
+        let azurite = match &storage_dir {
+            Some(dir) => Azurite::start_persistent(dir.path()).await,
+            None => Azurite::start().await,
+        }
+        .expect("azurite starts");
         let app_dir = tempfile::tempdir().expect("temp dir");
         devkit::staging::stage(
             &repo_root(),
@@ -100,6 +125,7 @@ impl StackBuilder {
             master_key: MASTER_KEY.into(),
             timers: TimerMode::Manual,
             echo: std::env::var_os("DEVKIT_ECHO").is_some(),
+            queue_lease: self.queue_lease,
         })
         .await
         .expect("local host starts");
@@ -109,6 +135,7 @@ impl StackBuilder {
             azurite,
             queues,
             app_dir,
+            storage_dir,
         }
     }
 }

@@ -19,6 +19,7 @@ use base64::Engine;
 use reply::{queue_messages, Reply, ReplyError};
 use serde_json::Value;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use storage_auth::ConnectionString;
@@ -62,7 +63,17 @@ pub struct HostOptions {
     pub timers: TimerMode,
     /// Echo the handler's output to stderr.
     pub echo: bool,
+    /// Visibility lease taken on a queue message while it runs ([`DEFAULT_QUEUE_LEASE`], as
+    /// the host). A message whose release failed (storage down) reappears only after it, so
+    /// chaos tests shorten it to keep their runs bounded.
+    pub queue_lease: Duration,
 }
+
+/// The host's lease on a queue message being processed: 10 minutes.
+pub const DEFAULT_QUEUE_LEASE: Duration = Duration::from_secs(600);
+
+/// How often the supervisor checks whether the handler is still alive.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(50);
 
 /// What happened to one invocation.
 #[derive(Debug, Clone)]
@@ -86,6 +97,8 @@ pub(crate) struct Shared {
     records: Mutex<Vec<InvocationRecord>>,
     violations: Mutex<Vec<Violation>>,
     output: OutputLog,
+    /// Restarts after the handler exited on its own.
+    crash_restarts: AtomicU32,
 }
 
 /// A running local host; dropping it stops the handler and every loop.
@@ -150,8 +163,12 @@ impl LocalHost {
             records: Mutex::new(Vec::new()),
             violations: Mutex::new(Vec::new()),
             output,
+            crash_restarts: AtomicU32::new(0),
         });
-        let mut tasks = vec![tokio::spawn(front_door::serve(shared.clone(), listener))];
+        let mut tasks = vec![
+            tokio::spawn(front_door::serve(shared.clone(), listener)),
+            tokio::spawn(supervise(shared.clone())),
+        ];
         for f in shared.app.functions.clone() {
             match f.trigger().map(|t| t.kind.as_str()) {
                 Some("queueTrigger") => tasks.push(queue::listen(shared.clone(), f).await?),
@@ -238,14 +255,25 @@ impl LocalHost {
     ///
     /// The kill does not wait for in-flight invocations: they fail, as they would in Azure.
     pub async fn restart_handler(&self) -> Result<(), HostError> {
-        if let Some(pid) = self.shared.worker.read().await.pid() {
+        let pid = self.shared.worker.read().await.pid();
+        if let Some(pid) = pid {
             // SAFETY: signalling our own child process.
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGKILL);
             }
         }
         let mut w = self.shared.worker.write().await;
+        // The supervisor may have noticed the exit and restarted the handler first.
+        if w.pid() != pid && !w.has_exited() {
+            return Ok(());
+        }
         w.restart().await.map_err(HostError::from)
+    }
+
+    /// How many times the handler exited on its own (a crash, an outside kill of
+    /// [`Self::handler_pid`]) and the host started it again.
+    pub fn crash_restarts(&self) -> u32 {
+        self.shared.crash_restarts.load(Ordering::SeqCst)
     }
 
     /// Stops the loops and sends SIGTERM to the handler; returns its exit status.
@@ -254,6 +282,32 @@ impl LocalHost {
             t.abort();
         }
         self.shared.worker.write().await.terminate(grace).await
+    }
+}
+
+/// Starts the handler again whenever it exits on its own, as the Functions host restarts its
+/// worker channel. In-flight invocations have already failed with the process; the write lock
+/// waits for them to return.
+async fn supervise(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(SUPERVISE_EVERY).await;
+        if !shared.worker.read().await.has_exited() {
+            continue;
+        }
+        let mut w = shared.worker.write().await;
+        if !w.has_exited() {
+            continue; // restarted by someone else meanwhile
+        }
+        tracing::warn!("the handler exited; restarting it");
+        match w.restart().await {
+            Ok(()) => {
+                shared.crash_restarts.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the handler could not be restarted");
+                return;
+            }
+        }
     }
 }
 

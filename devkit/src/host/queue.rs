@@ -1,5 +1,6 @@
 //! Queue triggers on Azurite, with the Storage Queues extension's rules (reference §3.4):
-//! base64 decoding (undecodable → poison at once), a visibility lease while running, delete on
+//! base64 decoding (undecodable → poison at once), a visibility lease while running (renewed
+//! at half its length, as the SDK's listener does, so only a dead host loses it), delete on
 //! success, on failure a retry after `visibilityTimeout` or, at `maxDequeueCount`, a copy to
 //! `<queue>-poison`; polling backs off from 100 ms to `maxPollingInterval`; at most
 //! `batchSize + newBatchThreshold` invocations run at once.
@@ -13,8 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-/// The lease taken while a message is processed (the host's 10 minutes).
-const LEASE: Duration = Duration::from_secs(600);
 const MIN_POLL: Duration = Duration::from_millis(100);
 
 pub(super) async fn listen(
@@ -35,6 +34,7 @@ pub(super) async fn listen(
     }
     Ok(tokio::spawn(async move {
         let opts = shared.app.host.queues.clone();
+        let lease = shared.opts.queue_lease;
         let limit = (opts.batch_size + opts.new_batch_threshold).max(1) as usize;
         let slots = Arc::new(Semaphore::new(limit));
         let mut delay = MIN_POLL;
@@ -44,7 +44,7 @@ pub(super) async fn listen(
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
-            match client.get_messages(&queue, free as u32, LEASE).await {
+            match client.get_messages(&queue, free as u32, lease).await {
                 Ok(messages) if !messages.is_empty() => {
                     delay = MIN_POLL;
                     for m in messages {
@@ -127,7 +127,24 @@ async fn process(
     };
     let binding = f.trigger().map(|t| t.name.clone()).unwrap_or_default();
     let envelope = queue_envelope(&f.name, &binding, &delivery, &utc_now());
-    match shared.invoke(f, envelope, Some(m.dequeue_count)).await {
+    let lease = shared.opts.queue_lease;
+    let mut m = m;
+    let outcome = {
+        let invocation = shared.invoke(f, envelope, Some(m.dequeue_count));
+        tokio::pin!(invocation);
+        loop {
+            tokio::select! {
+                r = &mut invocation => break r,
+                () = tokio::time::sleep(lease / 2) => {
+                    match client.release_message(queue, &m.id, &m.pop_receipt, lease).await {
+                        Ok(receipt) => m.pop_receipt = receipt,
+                        Err(e) => tracing::warn!(queue, id = %m.id, error = %e, "lease renewal failed"),
+                    }
+                }
+            }
+        }
+    };
+    match outcome {
         Ok(_) => {
             if let Err(e) = client.delete_message(queue, &m.id, &m.pop_receipt).await {
                 tracing::warn!(queue, id = %m.id, error = %e, "delete after success failed");
@@ -138,6 +155,7 @@ async fn process(
             if let Err(e) = client
                 .release_message(queue, &m.id, &m.pop_receipt, opts.visibility_timeout)
                 .await
+                .map(drop)
             {
                 tracing::warn!(queue, id = %m.id, error = %e, "release after failure failed");
             }

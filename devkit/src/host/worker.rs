@@ -72,7 +72,8 @@ pub struct WorkerSpec {
 #[derive(Debug)]
 pub struct Worker {
     spec: WorkerSpec,
-    child: Option<Child>,
+    /// In a mutex so that a supervisor holding only a shared reference can notice an exit.
+    child: Mutex<Option<Child>>,
     pub port: u16,
     pub output: OutputLog,
     http: reqwest::Client,
@@ -90,7 +91,7 @@ impl Worker {
             .unwrap_or_default();
         let mut me = Self {
             spec,
-            child: None,
+            child: Mutex::new(None),
             port: 0,
             output: OutputLog::default(),
             http,
@@ -176,7 +177,7 @@ impl Worker {
             });
         }
         self.port = port;
-        self.child = Some(child);
+        *self.child_mut() = Some(child);
         // Poll GET / every 25 ms; the budget counts sleeps only, like Utility.DelayAsync.
         let mut waited = Duration::ZERO;
         loop {
@@ -190,7 +191,7 @@ impl Worker {
                 Err(e) if !e.is_connect() => break, // any non-socket failure counts as ready
                 Err(_) => {}
             }
-            if let Some(child) = self.child.as_mut() {
+            if let Some(child) = self.child_mut().as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     // Give the output readers a moment to drain.
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -244,21 +245,37 @@ impl Worker {
         parse_reply(status, content_type.as_deref(), &body)
     }
 
+    fn child_mut(&mut self) -> &mut Option<Child> {
+        match self.child.get_mut() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
     /// The handler's process id, if running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
+        let child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        child.as_ref().and_then(Child::id)
+    }
+
+    /// Whether the handler process has exited (killed from outside, crashed, aborted).
+    pub fn has_exited(&self) -> bool {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        child
+            .as_mut()
+            .is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
     }
 
     /// Kills the handler at once (SIGKILL), as a crash would.
     pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.child_mut().take() {
             let _ = child.kill().await;
         }
     }
 
     /// Sends SIGTERM and waits up to `grace` for a clean exit; returns the exit status.
     pub async fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
+        let mut child = self.child_mut().take()?;
         if let Some(pid) = child.id() {
             // SAFETY: sending a signal to our own child process.
             unsafe {
