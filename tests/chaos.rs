@@ -105,10 +105,7 @@ impl Chaos {
             .setting("ZENDESK_API_TOKEN", zendesk::API_TOKEN)
             .start()
             .await;
-        let cs = stack.azurite.connection_string();
-        let lookup = move |n: &str| (n == "AzureWebJobsStorage").then(|| cs.clone());
-        let transport = qualtrics_bridge::identity::transport(&lookup).unwrap();
-        let storage = Storage::connect("AzureWebJobsStorage", &lookup, &transport).unwrap();
+        let storage = common::storage_of(&stack.azurite);
         let publisher = Publisher::new(stack.webhook_url());
         Self {
             name,
@@ -331,10 +328,7 @@ impl Chaos {
     }
 
     async fn blob_text(&self, container: &str, name: &str) -> Option<String> {
-        let c = self.storage.blob_container(container).ok()?;
-        let r = c.blob_client(name).download(None).await.ok()?;
-        let bytes = r.body.collect().await.ok()?;
-        String::from_utf8(bytes.to_vec()).ok()
+        common::blob_text(&self.storage, container, name).await
     }
 
     /// The texts of up to 32 messages on `queue`; a busy Azurite may time a peek out, so a
@@ -385,16 +379,7 @@ impl Chaos {
 
     /// Lines per response id across every export blob, keyed by (survey, response).
     async fn exported(&self) -> HashMap<(String, String), usize> {
-        use futures::TryStreamExt;
-        let c = self.storage.blob_container(EXPORTS).unwrap();
-        let mut names = Vec::new();
-        if let Ok(pager) = c.list_blobs(None) {
-            let mut pages = pager.into_pages();
-            while let Ok(Some(page)) = pages.try_next().await {
-                let m = page.into_model().unwrap();
-                names.extend(m.blob_items.into_iter().filter_map(|b| b.name));
-            }
-        }
+        let names = common::blob_names(&self.storage, EXPORTS).await;
         let mut out = HashMap::new();
         for n in names {
             let survey = n.split('/').next().unwrap_or_default().to_string();

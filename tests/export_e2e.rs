@@ -36,35 +36,15 @@ async fn start(fake: &FakeQualtrics, tickets: bool, extra: &[(&str, &str)]) -> S
 }
 
 fn storage(stack: &Stack) -> Storage {
-    let cs = stack.azurite.connection_string();
-    let lookup = move |n: &str| (n == "AzureWebJobsStorage").then(|| cs.clone());
-    let t = qualtrics_bridge::identity::transport(&lookup).expect("transport");
-    Storage::connect("AzureWebJobsStorage", &lookup, &t).expect("storage")
-}
-
-async fn blob_text(s: &Storage, container: &str, name: &str) -> Option<String> {
-    let b = s.blob_container(container).unwrap().blob_client(name);
-    match b.download(None).await {
-        Ok(r) => Some(String::from_utf8(r.body.collect().await.unwrap().to_vec()).unwrap()),
-        Err(_) => None,
-    }
+    common::storage_of(&stack.azurite)
 }
 
 /// Every export blob's name and response ids.
 async fn exported(s: &Storage) -> Vec<(String, Vec<String>)> {
-    let c = s.blob_container(EXPORTS).unwrap();
-    let mut names = Vec::new();
-    if let Ok(pager) = c.list_blobs(None) {
-        use futures::TryStreamExt;
-        let mut pages = pager.into_pages();
-        while let Ok(Some(page)) = pages.try_next().await {
-            let m = page.into_model().unwrap();
-            names.extend(m.blob_items.into_iter().filter_map(|b| b.name));
-        }
-    }
+    let names = common::blob_names(s, EXPORTS).await;
     let mut out = Vec::new();
     for n in names {
-        let text = blob_text(s, EXPORTS, &n).await.unwrap_or_default();
+        let text = common::blob_text(s, EXPORTS, &n).await.unwrap_or_default();
         let ids = text
             .lines()
             .map(|l| {
@@ -78,7 +58,7 @@ async fn exported(s: &Storage) -> Vec<(String, Vec<String>)> {
 }
 
 async fn state(s: &Storage) -> Value {
-    let t = blob_text(s, "bridge-state", &format!("exports/{SV}.json"))
+    let t = common::blob_text(s, "bridge-state", &format!("exports/{SV}.json"))
         .await
         .expect("state blob");
     serde_json::from_str(&t).unwrap()

@@ -399,33 +399,13 @@ async fn bad_usage_and_configuration_exit_2_naming_the_input() {
     assert!(changes(&fake.calls()).is_empty());
 }
 
-fn storage(azurite: &Azurite) -> Storage {
-    let cs = azurite.connection_string();
-    let lookup = move |n: &str| (n == "AzureWebJobsStorage").then(|| cs.clone());
-    let t = qualtrics_bridge::identity::transport(&lookup).expect("transport");
-    Storage::connect("AzureWebJobsStorage", &lookup, &t).expect("storage")
-}
-
 async fn blob(s: &Storage, container: &str, name: &str) -> Option<Vec<u8>> {
-    let b = s.blob_container(container).unwrap().blob_client(name);
-    match b.download(None).await {
-        Ok(r) => Some(r.body.collect().await.unwrap().to_vec()),
-        Err(_) => None,
-    }
+    common::blob_bytes(s, container, name).await
 }
 
 /// Every export blob: name → bytes.
 async fn export_blobs(s: &Storage) -> BTreeMap<String, Vec<u8>> {
-    use futures::TryStreamExt;
-    let c = s.blob_container(EXPORTS).unwrap();
-    let mut names = Vec::new();
-    if let Ok(pager) = c.list_blobs(None) {
-        let mut pages = pager.into_pages();
-        while let Ok(Some(page)) = pages.try_next().await {
-            let m = page.into_model().unwrap();
-            names.extend(m.blob_items.into_iter().filter_map(|b| b.name));
-        }
-    }
+    let names = common::blob_names(s, EXPORTS).await;
     let mut out = BTreeMap::new();
     for n in names {
         let bytes = blob(s, EXPORTS, &n).await.unwrap_or_default();
@@ -476,7 +456,7 @@ async fn backfill_writes_the_timers_blobs_and_leaves_its_cursor_alone() {
         .bridge_toml(&std::fs::read_to_string(&config).unwrap())
         .start()
         .await;
-    let s = storage(&stack.azurite);
+    let s = common::storage_of(&stack.azurite);
 
     let r = stack.host.fire("ExportPoller").await.expect("fire");
     assert!(r.outcome.is_ok(), "{:?}", r.logs);
@@ -571,7 +551,7 @@ async fn backfill_since_sends_start_date_and_exports_only_later_responses() {
         start,
         serde_json::json!({"format": "json", "compress": true, "allowContinuation": true, "startDate": expected})
     );
-    let s = storage(&azurite);
+    let s = common::storage_of(&azurite);
     let blobs = export_blobs(&s).await;
     assert_eq!(blobs.len(), 1);
     let text = String::from_utf8(blobs.values().next().unwrap().clone()).unwrap();

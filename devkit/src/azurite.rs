@@ -2,7 +2,7 @@
 //! ports with telemetry off — in memory, or on disk when a test stops and restarts it — and
 //! stopped when the handle is dropped.
 
-use crate::process::{free_port, spawn_owned};
+use crate::process::{restartable_port, spawn_owned};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -57,9 +57,10 @@ impl Azurite {
         let entry = azurite_entry()?;
         let me = Self {
             child: Mutex::new(None),
-            blob_port: free_port().map_err(AzuriteError::Start)?,
-            queue_port: free_port().map_err(AzuriteError::Start)?,
-            table_port: free_port().map_err(AzuriteError::Start)?,
+            // Azurite can be restarted on the same ports (`restart`).
+            blob_port: restartable_port().map_err(AzuriteError::Start)?,
+            queue_port: restartable_port().map_err(AzuriteError::Start)?,
+            table_port: restartable_port().map_err(AzuriteError::Start)?,
             entry,
             oauth_args,
             location,

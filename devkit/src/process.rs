@@ -9,6 +9,23 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
+/// A free loopback port below the kernel's ephemeral range (32768 and up on Linux), for a
+/// server that is stopped and started again on the same port: while it is down, an ephemeral
+/// port could go to an outgoing connection — or to a client retrying it, which then connects
+/// to itself — and the restart would fail with EADDRINUSE (seen in a chaos run).
+pub fn restartable_port() -> std::io::Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    for attempt in 0..500u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(attempt);
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    free_port()
+}
+
 /// Spawns `cmd` so that it is killed when this process dies (`PR_SET_PDEATHSIG`) or when the
 /// returned handle is dropped.
 pub fn spawn_owned(mut cmd: Command) -> std::io::Result<Child> {

@@ -194,3 +194,50 @@ impl Stack {
         );
     }
 }
+
+/// The storage account of `azurite` through the handler's own clients.
+pub fn storage_of(azurite: &Azurite) -> qualtrics_bridge::storage::Storage {
+    let cs = azurite.connection_string();
+    let lookup = move |n: &str| (n == "AzureWebJobsStorage").then(|| cs.clone());
+    let transport = qualtrics_bridge::identity::transport(&lookup).expect("transport");
+    qualtrics_bridge::storage::Storage::connect("AzureWebJobsStorage", &lookup, &transport)
+        .expect("storage")
+}
+
+/// A blob's bytes, or `None` when it cannot be read.
+pub async fn blob_bytes(
+    s: &qualtrics_bridge::storage::Storage,
+    container: &str,
+    name: &str,
+) -> Option<Vec<u8>> {
+    let c = s.blob_container(container).ok()?;
+    let r = c.blob_client(name).download(None).await.ok()?;
+    Some(r.body.collect().await.ok()?.to_vec())
+}
+
+/// A blob's text, or `None` when it cannot be read or is not UTF-8.
+pub async fn blob_text(
+    s: &qualtrics_bridge::storage::Storage,
+    container: &str,
+    name: &str,
+) -> Option<String> {
+    String::from_utf8(blob_bytes(s, container, name).await?).ok()
+}
+
+/// Every blob name in `container`, all pages.
+pub async fn blob_names(s: &qualtrics_bridge::storage::Storage, container: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    let Ok(c) = s.blob_container(container) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    if let Ok(pager) = c.list_blobs(None) {
+        let mut pages = pager.into_pages();
+        while let Ok(Some(page)) = pages.try_next().await {
+            if let Ok(m) = page.into_model() {
+                names.extend(m.blob_items.into_iter().filter_map(|b| b.name));
+            }
+        }
+    }
+    names
+}
