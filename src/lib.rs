@@ -9,6 +9,7 @@ pub mod config;
 pub mod export;
 pub mod host;
 pub mod identity;
+pub mod json;
 pub mod messages;
 pub mod poison;
 pub mod progress;

@@ -11,6 +11,17 @@ pub enum RequestSource {
     Replay,
 }
 
+impl RequestSource {
+    /// The name in the message (`serde`'s lowercase rename).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Export => "export",
+            Self::Replay => "replay",
+        }
+    }
+}
+
 /// A message on `ticket-requests`. Field names avoid the host's metadata keys (`Id`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,9 +68,28 @@ impl TicketRequest {
         Ok(r)
     }
 
-    /// The exact JSON text put on the queue.
+    /// The exact JSON text put on the queue (what `serde_json` makes of it, written directly:
+    /// one is made per webhook).
     pub fn to_text(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut out = Vec::with_capacity(192);
+        out.extend_from_slice(b"{\"v\":");
+        out.extend_from_slice(self.v.to_string().as_bytes());
+        out.extend_from_slice(b",\"surveyId\":");
+        crate::json::push_str(&mut out, &self.survey_id);
+        out.extend_from_slice(b",\"responseId\":");
+        crate::json::push_str(&mut out, &self.response_id);
+        out.extend_from_slice(b",\"source\":\"");
+        out.extend_from_slice(self.source.name().as_bytes());
+        out.push(b'"');
+        if let Some(topic) = &self.topic {
+            out.extend_from_slice(b",\"topic\":");
+            crate::json::push_str(&mut out, topic);
+        }
+        out.extend_from_slice(b",\"receivedAt\":");
+        crate::json::push_str(&mut out, &self.received_at);
+        out.push(b'}');
+        // Only whole UTF-8 strings and ASCII went in.
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -99,6 +129,27 @@ mod tests {
         let text = r#"{"v":1,"surveyId":"SV_1","responseId":"R_2","source":"webhook","topic":"b.surveyengine.completedResponse.SV_1","receivedAt":"2026-12-01T00:00:00Z"}"#;
         let r = TicketRequest::parse(text).unwrap();
         assert_eq!(r.to_text(), text);
+    }
+
+    #[test]
+    fn the_text_is_what_serde_writes() {
+        for source in [
+            RequestSource::Webhook,
+            RequestSource::Export,
+            RequestSource::Replay,
+        ] {
+            for topic in [None, Some("a \"topic\" \\ with\tcontrols é".to_string())] {
+                let r = TicketRequest {
+                    v: TicketRequest::VERSION,
+                    survey_id: "SV_1".into(),
+                    response_id: "R_2".into(),
+                    source,
+                    topic,
+                    received_at: "2026-12-01T00:00:00Z".into(),
+                };
+                assert_eq!(r.to_text(), serde_json::to_string(&r).unwrap());
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,6 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
-use tracing::Instrument;
 
 /// Largest invocation envelope accepted; webhook bodies are limited far below this.
 const MAX_ENVELOPE_BYTES: usize = 16 * 1024 * 1024;
@@ -183,13 +182,15 @@ async fn invoke(State(app): State<Arc<App>>, request: Request) -> Response {
 pub async fn handle_invocation(app: &App, inv: &Invocation, body: &[u8]) -> (StatusCode, Vec<u8>) {
     let started = Instant::now();
     let function = inv.function;
-    async move {
+    telemetry::in_invocation(&inv.id, function, async move {
         let result = match Envelope::parse(body) {
             Err(e) => Err(InvocationError::from(e)),
             Ok(envelope) => match function {
                 webhook::FUNCTION => webhook::invoke(app, envelope).await,
-                export::FUNCTION => export::invoke(app, inv, envelope).await,
-                _ => tickets::invoke(app, inv, envelope).await,
+                // Boxed: their futures are large, and would make every webhook's future
+                // (moved on each call) as large.
+                export::FUNCTION => Box::pin(export::invoke(app, inv, envelope)).await,
+                _ => Box::pin(tickets::invoke(app, inv, envelope)).await,
             },
         };
         let duration_ms = started.elapsed().as_millis() as u64;
@@ -212,8 +213,7 @@ pub async fn handle_invocation(app: &App, inv: &Invocation, body: &[u8]) -> (Sta
                 (status, error_body(&reason))
             }
         }
-    }
-    .instrument(telemetry::invocation_span(&inv.id, function))
+    })
     .await
 }
 

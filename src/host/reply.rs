@@ -1,13 +1,12 @@
 //! Handler → host: the reply the host accepts (always 200 + `application/json` + an object).
 
+use crate::json;
 use crate::telemetry::InvocationSummary;
-use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
 
 /// A completed invocation's reply: outputs by binding name, log lines, no `ReturnValue`.
 ///
 /// `ReturnValue` is always `null`: an object there would overwrite same-named outputs.
-/// Serialised straight from these fields (no JSON value tree): it is built on every webhook.
+/// Written straight from these fields (no JSON value tree): it is built on every webhook.
 #[derive(Debug, Default)]
 pub struct InvocationReply {
     outputs: Vec<(&'static str, Output)>,
@@ -88,58 +87,47 @@ impl InvocationReply {
         self
     }
 
+    /// The reply's JSON text: `{"Outputs":{…},"Logs":[…],"ReturnValue":null}`.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        // Serialising strings and numbers into a Vec cannot fail.
-        match self.serialize(&mut serde_json::Serializer::new(&mut out)) {
-            Ok(()) => out,
-            Err(_) => b"{}".to_vec(),
-        }
-    }
-}
-
-impl Serialize for InvocationReply {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        struct Outputs<'a>(&'a [(&'static str, Output)]);
-        impl Serialize for Outputs<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut m = s.serialize_map(Some(self.0.len()))?;
-                for (binding, out) in self.0 {
-                    match out {
-                        Output::Http(h) => m.serialize_entry(binding, &HttpJson(h))?,
-                        Output::Queue(texts) => m.serialize_entry(binding, texts)?,
-                    }
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"{\"Outputs\":{");
+        for (i, (binding, output)) in self.outputs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json::push_str(&mut out, binding);
+            out.push(b':');
+            match output {
+                Output::Http(h) => {
+                    // The status travels as a string, as the host expects.
+                    out.extend_from_slice(b"{\"statusCode\":\"");
+                    out.extend_from_slice(h.status.to_string().as_bytes());
+                    out.extend_from_slice(b"\",\"headers\":{\"Content-Type\":");
+                    json::push_str(&mut out, h.content_type);
+                    out.extend_from_slice(b"},\"body\":");
+                    json::push_str(&mut out, &h.body);
+                    out.push(b'}');
                 }
-                m.end()
+                Output::Queue(texts) => push_str_array(&mut out, texts),
             }
         }
-        let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("Outputs", &Outputs(&self.outputs))?;
-        m.serialize_entry("Logs", &self.logs)?;
-        m.serialize_entry("ReturnValue", &())?;
-        m.end()
+        out.extend_from_slice(b"},\"Logs\":");
+        push_str_array(&mut out, &self.logs);
+        out.extend_from_slice(b",\"ReturnValue\":null}");
+        out
     }
 }
 
-/// `{"statusCode":"202","headers":{"Content-Type":…},"body":…}`.
-struct HttpJson<'a>(&'a HttpOutput);
-
-impl Serialize for HttpJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        struct Headers(&'static str);
-        impl Serialize for Headers {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut m = s.serialize_map(Some(1))?;
-                m.serialize_entry("Content-Type", self.0)?;
-                m.end()
-            }
+/// `["…","…"]`.
+fn push_str_array(out: &mut Vec<u8>, texts: &[String]) {
+    out.push(b'[');
+    for (i, text) in texts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("statusCode", &self.0.status.to_string())?;
-        m.serialize_entry("headers", &Headers(self.0.content_type))?;
-        m.serialize_entry("body", &self.0.body)?;
-        m.end()
+        json::push_str(out, text);
     }
+    out.push(b']');
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Host → handler: the `{"Data": …, "Metadata": …}` envelope and its trigger payloads.
 
+use crate::json::{Reader, SyntaxError};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -14,6 +14,8 @@ use std::collections::HashMap;
 pub enum EnvelopeError {
     #[error("invocation body is not a JSON envelope: {0}")]
     NotJson(#[source] serde_json::Error),
+    #[error("invocation body is not a JSON envelope: {0}")]
+    Syntax(#[source] SyntaxError),
     #[error("invocation body is not a JSON envelope: not UTF-8 text")]
     NotUtf8,
     #[error("invocation body is not a JSON envelope: not an object")]
@@ -84,28 +86,42 @@ impl<'a> Envelope<'a> {
         serde_json::from_str(self.text).map_err(EnvelopeError::NotJson)
     }
 
-    /// The HTTP trigger payload bound as `binding`.
+    /// The HTTP trigger payload bound as `binding`, in one pass over the envelope (the hot
+    /// path: every webhook). The first `Data` and the first `binding` in it count.
     pub fn http(self, binding: &'static str) -> Result<HttpTrigger<'a>, EnvelopeError> {
-        let in_binding = std::cell::Cell::new(false);
-        let mut de = serde_json::Deserializer::from_str(self.text);
-        let found = serde::de::DeserializeSeed::deserialize(
-            OneBinding::<HttpTrigger<'a>> {
-                binding,
-                in_binding: &in_binding,
-                _value: std::marker::PhantomData,
-            },
-            &mut de,
-        )
-        .and_then(|found| de.end().map(|()| found));
-        match found {
-            Ok(Some(req)) => Ok(req),
-            Ok(None) => Err(EnvelopeError::MissingBinding(binding)),
-            Err(e) if in_binding.get() => Err(EnvelopeError::BadBinding {
+        let mut r = Reader::new(self.text);
+        let mut found = None;
+        let mut bad_binding = None;
+        let mut seen_data = false;
+        let walked = r.object(|r, key| {
+            if key != "Data" || seen_data {
+                return r.skip();
+            }
+            seen_data = true;
+            r.object(|r, key| {
+                if key != binding || found.is_some() {
+                    return r.skip();
+                }
+                match HttpTrigger::read(r) {
+                    Ok(req) => {
+                        found = Some(req);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        bad_binding = Some(e.clone());
+                        Err(e)
+                    }
+                }
+            })
+        });
+        match (walked.and_then(|()| r.end()), bad_binding) {
+            (Err(e), Some(_)) => Err(EnvelopeError::BadBinding {
                 binding,
                 kind: "HTTP request",
                 reason: e.to_string(),
             }),
-            Err(e) => Err(EnvelopeError::NotJson(e)),
+            (Err(e), None) => Err(EnvelopeError::Syntax(e)),
+            (Ok(()), _) => found.ok_or(EnvelopeError::MissingBinding(binding)),
         }
     }
 
@@ -155,83 +171,6 @@ impl<'a> Envelope<'a> {
     }
 }
 
-/// Decodes `Data.<binding>` as `T` in one pass over the envelope, skipping everything else.
-/// `in_binding` tells afterwards whether an error came from inside the binding.
-struct OneBinding<'b, T> {
-    binding: &'static str,
-    in_binding: &'b std::cell::Cell<bool>,
-    _value: std::marker::PhantomData<T>,
-}
-
-impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for OneBinding<'_, T> {
-    type Value = Option<T>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for OneBinding<'_, T> {
-    type Value = Option<T>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an invocation envelope object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
-        let mut found = None;
-        while let Some(key) = map.next_key::<Text<'de>>()? {
-            if &*key == "Data" && found.is_none() {
-                found = map.next_value_seed(DataMap {
-                    binding: self.binding,
-                    in_binding: self.in_binding,
-                    _value: std::marker::PhantomData::<T>,
-                })?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// The `Data` object: the one entry wanted, the rest skipped.
-struct DataMap<'b, T> {
-    binding: &'static str,
-    in_binding: &'b std::cell::Cell<bool>,
-    _value: std::marker::PhantomData<T>,
-}
-
-impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for DataMap<'_, T> {
-    type Value = Option<T>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for DataMap<'_, T> {
-    type Value = Option<T>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("the envelope's Data object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
-        let mut found = None;
-        while let Some(key) = map.next_key::<Text<'de>>()? {
-            if &*key == self.binding && found.is_none() {
-                self.in_binding.set(true);
-                found = Some(map.next_value::<T>()?);
-                self.in_binding.set(false);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(found)
-    }
-}
-
 /// A JSON string, borrowed from the envelope unless it had escapes to undo.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Text<'a>(pub Cow<'a, str>);
@@ -243,54 +182,9 @@ impl std::ops::Deref for Text<'_> {
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(Visitor)
-    }
-}
-
 /// A JSON object kept as its entries in order: no hashing for the handful a request has.
 #[derive(Debug, Default)]
 pub struct Pairs<K, V>(pub Vec<(K, V)>);
-
-impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Pairs<K, V> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor<K, V>(std::marker::PhantomData<(K, V)>);
-        impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<K, V> {
-            type Value = Pairs<K, V>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Pairs<K, V>, A::Error> {
-                let mut v = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
-                while let Some(entry) = map.next_entry()? {
-                    v.push(entry);
-                }
-                Ok(Pairs(v))
-            }
-        }
-        d.deserialize_map(Visitor(std::marker::PhantomData))
-    }
-}
 
 /// `"1"` as the host sends it; a number or a once-more-quoted string (`"\"1\""`, what a
 /// message field named `DequeueCount` would produce) are tolerated.
@@ -313,55 +207,90 @@ fn unquote(v: &Value) -> Option<String> {
 }
 
 /// `Data.req` of an HTTP trigger, borrowing from the envelope.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct HttpTrigger<'a> {
-    #[serde(rename = "Url", default, borrow)]
     pub url: Text<'a>,
-    #[serde(rename = "Method", borrow)]
     pub method: Text<'a>,
-    #[serde(rename = "Query", default, borrow)]
     pub query: Pairs<Text<'a>, Text<'a>>,
-    #[serde(rename = "Headers", default, borrow)]
-    headers: Pairs<Text<'a>, HeaderValues<'a>>,
+    /// Each header's first value (`None` for an empty array).
+    headers: Pairs<Text<'a>, Option<Text<'a>>>,
     /// Present only when the caller sent `Content-Length > 0`.
-    #[serde(rename = "Body", default, borrow)]
     body: Option<Text<'a>>,
 }
 
-/// The first value of a header. The host sends values as arrays (ASP.NET `StringValues`); a
-/// bare string is accepted too. Hand-written rather than `#[serde(untagged)]`, which would
-/// buffer every header value before trying each shape.
-#[derive(Debug, Default)]
-struct HeaderValues<'a>(Option<Text<'a>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for HeaderValues<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = HeaderValues<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a header value or an array of them")
+impl<'a> HttpTrigger<'a> {
+    /// Reads the trigger object: `Method` required; `Url`, `Query`, `Headers`, `Body`
+    /// optional (`Body` may be null); each at most once; anything else skipped.
+    fn read(r: &mut Reader<'a>) -> Result<Self, SyntaxError> {
+        fn once<T>(r: &Reader<'_>, slot: &mut Option<T>, value: T) -> Result<(), SyntaxError> {
+            if slot.replace(value).is_some() {
+                return Err(r.error("duplicate field"));
             }
-            fn visit_borrowed_str<E: serde::de::Error>(
-                self,
-                v: &'de str,
-            ) -> Result<HeaderValues<'de>, E> {
-                Ok(HeaderValues(Some(Text(Cow::Borrowed(v)))))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HeaderValues<'de>, E> {
-                Ok(HeaderValues(Some(Text(Cow::Owned(v.to_owned())))))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<HeaderValues<'de>, A::Error> {
-                let first: Option<Text<'de>> = seq.next_element()?;
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(HeaderValues(first))
-            }
+            Ok(())
         }
-        d.deserialize_any(Visitor)
+        let (mut url, mut method, mut query, mut headers, mut body) =
+            (None, None, None, None, None);
+        r.object(|r, key| match &*key {
+            "Url" => {
+                let v = Text(r.string()?);
+                once(r, &mut url, v)
+            }
+            "Method" => {
+                let v = Text(r.string()?);
+                once(r, &mut method, v)
+            }
+            "Query" => {
+                let mut pairs = Vec::new();
+                r.object(|r, name| {
+                    pairs.push((Text(name), Text(r.string()?)));
+                    Ok(())
+                })?;
+                once(r, &mut query, Pairs(pairs))
+            }
+            "Headers" => {
+                let mut pairs = Vec::new();
+                r.object(|r, name| {
+                    pairs.push((Text(name), header_value(r)?));
+                    Ok(())
+                })?;
+                once(r, &mut headers, Pairs(pairs))
+            }
+            "Body" => {
+                let v = if r.null()? {
+                    None
+                } else {
+                    Some(Text(r.string()?))
+                };
+                once(r, &mut body, v)
+            }
+            _ => r.skip(),
+        })?;
+        Ok(Self {
+            url: url.unwrap_or_default(),
+            method: method.ok_or_else(|| r.error("missing field Method"))?,
+            query: query.unwrap_or_default(),
+            headers: headers.unwrap_or_default(),
+            body: body.flatten(),
+        })
     }
+}
+
+/// The first value of a header. The host sends values as arrays (ASP.NET `StringValues`);
+/// a bare string is accepted too.
+fn header_value<'a>(r: &mut Reader<'a>) -> Result<Option<Text<'a>>, SyntaxError> {
+    let mut first = None;
+    match r.peek_value() {
+        Some(b'[') => r.array(|r, i| {
+            if i == 0 {
+                first = Some(Text(r.string()?));
+                Ok(())
+            } else {
+                r.skip()
+            }
+        })?,
+        _ => first = Some(Text(r.string()?)),
+    }
+    Ok(first)
 }
 
 impl HttpTrigger<'_> {
@@ -371,7 +300,7 @@ impl HttpTrigger<'_> {
             .0
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| v.0.as_deref())
+            .and_then(|(_, v)| v.as_deref())
     }
 
     /// The media type of `Content-Type`, lower-cased, without parameters.
@@ -453,6 +382,7 @@ pub struct QueueTrigger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn body(v: Value) -> Vec<u8> {
@@ -555,5 +485,275 @@ mod tests {
             e.http("req").unwrap_err().to_string(),
             "envelope has no Data.req"
         );
+    }
+
+    /// What an HTTP envelope comes to: the trigger's fields, no such binding, or refused.
+    #[derive(Debug, PartialEq)]
+    enum Decoded {
+        Fields {
+            method: String,
+            url: String,
+            query: Vec<(String, String)>,
+            headers: Vec<(String, Option<String>)>,
+            body: Option<String>,
+        },
+        Missing,
+        Refused,
+    }
+
+    fn decoded(text: &str) -> Decoded {
+        let req = match Envelope::parse(text.as_bytes()).and_then(|e| e.http("req")) {
+            Ok(req) => req,
+            Err(EnvelopeError::MissingBinding(_)) => return Decoded::Missing,
+            Err(_) => return Decoded::Refused,
+        };
+        let mut query: Vec<_> = req
+            .query
+            .0
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut headers: Vec<_> = req
+            .headers
+            .0
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_deref().map(str::to_owned)))
+            .collect();
+        query.sort();
+        headers.sort();
+        Decoded::Fields {
+            method: req.method.to_string(),
+            url: req.url.to_string(),
+            query,
+            headers,
+            body: req.raw_body().map(str::to_owned),
+        }
+    }
+
+    /// The same rules, applied to what serde_json makes of the text. `None` when serde_json
+    /// cannot make a value of JSON it accepts (a number beyond f64: skipped, it was fine).
+    fn reference(text: &str) -> Option<Decoded> {
+        let value = match serde_json::from_str::<Value>(text) {
+            Err(e) if e.to_string().starts_with("number out of range") => return None,
+            other => other,
+        };
+        Some(reference_of(value))
+    }
+
+    fn reference_of(value: serde_json::Result<Value>) -> Decoded {
+        let Ok(Value::Object(top)) = value else {
+            return Decoded::Refused;
+        };
+        let Some(data) = top.get("Data") else {
+            return Decoded::Missing;
+        };
+        let Some(data) = data.as_object() else {
+            return Decoded::Refused;
+        };
+        let Some(req) = data.get("req") else {
+            return Decoded::Missing;
+        };
+        let fields = || -> Option<Decoded> {
+            let req = req.as_object()?;
+            let string = |v: &Value| v.as_str().map(str::to_owned);
+            let mut query = Vec::new();
+            if let Some(q) = req.get("Query") {
+                for (k, v) in q.as_object()? {
+                    query.push((k.clone(), string(v)?));
+                }
+            }
+            let mut headers = Vec::new();
+            if let Some(h) = req.get("Headers") {
+                for (k, v) in h.as_object()? {
+                    let first = match v {
+                        Value::String(s) => Some(s.clone()),
+                        Value::Array(a) if a.is_empty() => None,
+                        Value::Array(a) => Some(string(&a[0])?),
+                        _ => return None,
+                    };
+                    headers.push((k.clone(), first));
+                }
+            }
+            Some(Decoded::Fields {
+                method: string(req.get("Method")?)?,
+                url: match req.get("Url") {
+                    None => String::new(),
+                    Some(v) => string(v)?,
+                },
+                query,
+                headers,
+                body: match req.get("Body") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(string(v)?),
+                },
+            })
+        };
+        fields().unwrap_or(Decoded::Refused)
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            "[a-z\\\\\"/\\x00-\\x1f\u{e9}\u{1f600}]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                proptest::collection::btree_map("[A-Za-z]{1,8}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn any_trigger() -> impl Strategy<Value = Value> {
+        let header = prop_oneof![
+            "[ -~]{0,10}".prop_map(Value::from),
+            proptest::collection::vec("[ -~\u{e9}]{0,10}".prop_map(Value::from), 0..3)
+                .prop_map(Value::from),
+            any_json(),
+        ];
+        let query = proptest::collection::btree_map("[a-z]{1,5}", "[ -~]{0,5}", 0..3);
+        let headers = proptest::collection::btree_map("[A-Za-z-]{1,12}", header, 0..4);
+        let body = prop_oneof![
+            any::<String>().prop_map(Value::from),
+            Just(Value::Null),
+            any_json()
+        ];
+        (
+            prop_oneof!["[A-Z]{3,6}".prop_map(Value::from), any_json()],
+            proptest::option::of("[ -~]{0,30}".prop_map(Value::from)),
+            proptest::option::of(query),
+            proptest::option::of(headers),
+            proptest::option::of(body),
+            proptest::collection::btree_map("[A-Z][a-z]{2,8}", any_json(), 0..3),
+        )
+            .prop_map(|(method, url, query, headers, body, extra)| {
+                let mut o: serde_json::Map<String, Value> = extra.into_iter().collect();
+                o.insert("Method".into(), method);
+                if let Some(u) = url {
+                    o.insert("Url".into(), u);
+                }
+                if let Some(q) = query {
+                    o.insert("Query".into(), json!(q));
+                }
+                if let Some(h) = headers {
+                    o.insert("Headers".into(), Value::Object(h.into_iter().collect()));
+                }
+                if let Some(b) = body {
+                    o.insert("Body".into(), b);
+                }
+                Value::Object(o)
+            })
+    }
+
+    /// One character changed, dropped or added somewhere.
+    fn mutation() -> impl Strategy<Value = Option<(proptest::sample::Index, u8, char)>> {
+        let chars = vec![
+            '{', '}', '[', ']', '"', ',', ':', '\\', ' ', 'u', '0', 'e', '-', '.', 'n', '\u{1}',
+            '\u{e9}', 'D',
+        ];
+        proptest::option::of((
+            any::<proptest::sample::Index>(),
+            0u8..3,
+            proptest::sample::select(chars),
+        ))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// The HTTP trigger reader accepts, refuses and extracts exactly what serde_json's
+        /// reading of the same text says, on envelopes and on envelopes with one character
+        /// changed, dropped or added.
+        #[test]
+        fn http_reader_agrees_with_serde_json(
+            req in prop_oneof![any_trigger(), any_json()],
+            metadata in any_json(),
+            mutate in mutation(),
+        ) {
+            let mut text = json!({"Data": {"req": req, "other": 1}, "Metadata": metadata}).to_string();
+            if let Some((at, how, c)) = mutate {
+                let mut chars: Vec<char> = text.chars().collect();
+                let i = at.index(chars.len());
+                match how {
+                    0 => {
+                        chars.remove(i);
+                    }
+                    1 => chars.insert(i, c),
+                    _ => chars[i] = c,
+                }
+                text = chars.into_iter().collect();
+            }
+            let want = reference(&text);
+            prop_assume!(want.is_some());
+            prop_assert_eq!(Some(decoded(&text)), want, "{}", text);
+        }
+    }
+
+    #[test]
+    fn http_reader_edge_cases() {
+        for text in [
+            r#"{"Data":{"req":{"Method":"GET"}}}"#,
+            r#" {"Data":{"req":{"Method":"GET"}}} "#,
+            r#"{"Data":{"req":{"Method":"GET"}}}x"#,
+            r#"{"Data":{"req":{"Method":"G\u00c9T\ud83d\ude00"}}}"#,
+            r#"{"Data":{"req":{"Method":"G\ud83d"}}}"#,
+            r#"{"Data":{"req":{"Method":"G\ude00"}}}"#,
+            r#"{"Data":{"req":{"Method":"GET"}},"M":[1,2,]}"#,
+            r#"{"Data":{"req":{"Method":"GET"}},"M":{"a":1,}}"#,
+            r#"{"Data":{"req":{"Method":"GET"}},"M":01}"#,
+            r#"{"Data":{"req":{"Method":"GET"}},"M":-0.5e+3}"#,
+            r#"{"Data":{"req":{"Method":"GET"}},"M":1.}"#,
+            r#"{"Data":{"req":{"Method":"GET"}},"M":.5}"#,
+            r#"{"Data":{"req":{"Method":"GET"}},"M":tru}"#,
+            r#"{"Data":{"req":{"Method":"GET","Body":null,"Headers":{"A":[],"B":"x","C":["y",{}]}}}}"#,
+            r#"{"Data":{"req":{"Method":"GET","Headers":{"A":[1]}}}}"#,
+            r#"{"Data":{"req":{"Method":"GET","Query":{"a":null}}}}"#,
+            r#"{"Data":{"req":{"Url":"u"}}}"#,
+            r#"{"Data":{"req":{"Method":"GET\u0000"}}}"#,
+            "{\"Data\":{\"req\":{\"Method\":\"G\tT\"}}}",
+            r#"{"Data":{"req":{"Method":"GET"}},"M":"\x"}"#,
+            r#"{"Data":{"req":{"Method":"GET"}},"M":"\u12"}"#,
+            r#"{"Data":{"req":{"Method":"GET"}},"M":"unterminated}}"#,
+            r#"{"Data":{"req":[]}}"#,
+            r#"{"Data":[]}"#,
+            r#"{"Data":{}}"#,
+            r#"{}"#,
+        ] {
+            assert_eq!(Some(decoded(text)), reference(text), "{text}");
+        }
+        // Like serde_json, a skipped string's escapes are checked for form only.
+        let unpaired = r#"{"Data":{"req":{"Method":"GET"}},"M":{"\udc00":"\ud83d x"}}"#;
+        assert!(matches!(decoded(unpaired), Decoded::Fields { .. }));
+        let nested = |n: usize| {
+            format!(
+                r#"{{"Data":{{"req":{{"Method":"GET"}}}},"M":{}{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert_eq!(decoded(&nested(130)), Decoded::Refused);
+        for n in [120, 126, 127] {
+            assert_eq!(Some(decoded(&nested(n))), reference(&nested(n)), "{n}");
+        }
+        // Skipped, a number is checked for form only, as serde_json skips one.
+        let huge = r#"{"Data":{"req":{"Method":"GET"}},"M":1e999999}"#;
+        assert!(matches!(decoded(huge), Decoded::Fields { .. }));
+    }
+
+    #[test]
+    fn http_first_data_and_binding_count_but_a_field_twice_is_refused() {
+        let text = r#"{"Data":{"req":{"Method":"GET"},"req":{"Method":"PUT"}},"Data":{"req":{"Method":"POST"}}}"#;
+        assert!(matches!(decoded(text), Decoded::Fields { ref method, .. } if method == "GET"));
+        let text = r#"{"Data":{"req":{"Method":"GET","Method":"PUT"}}}"#;
+        let e = Envelope::parse(text.as_bytes())
+            .unwrap()
+            .http("req")
+            .unwrap_err();
+        assert!(e.to_string().contains("duplicate field"), "{e}");
     }
 }

@@ -1,0 +1,128 @@
+//! JSON by hand, where it is read or written on every webhook: [`Reader`] walks the envelope
+//! and `MSG`, [`push_str`] writes the string literals of the host reply, the queue message and
+//! the log lines (byte for byte what `serde_json` writes). Runs with nothing to escape are
+//! found eight bytes at a time rather than through serde's per-byte paths, which cost as
+//! much as the rest of a delivery's decoding and reply together.
+
+mod reader;
+
+pub use reader::{Reader, SyntaxError};
+
+/// Appends `s` as a JSON string literal, quotes included.
+pub fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    push_escaped(out, s);
+    out.push(b'"');
+}
+
+/// Appends the inside of a JSON string literal for `s`: `"` `\` and control characters
+/// escaped as `serde_json` escapes them, everything else (all non-ASCII too) as is.
+pub fn push_escaped(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len());
+    let mut run_start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+            let flagged = special_bytes(u64::from_le_bytes(*chunk));
+            if flagged == 0 {
+                i += 8;
+                continue;
+            }
+            // The lowest flag is always a real one (false flags only sit above a real one).
+            i += flagged.trailing_zeros() as usize / 8;
+        }
+        let b = bytes[i];
+        if needs_escape(b) {
+            out.extend_from_slice(&bytes[run_start..i]);
+            push_escape(out, b);
+            run_start = i + 1;
+        }
+        i += 1;
+    }
+    out.extend_from_slice(&bytes[run_start..]);
+}
+
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// The high bit of each byte of `x` that is `"`, `\` or below 0x20 (plus possibly some above
+/// the first such byte).
+pub(crate) fn special_bytes(x: u64) -> u64 {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let control = x.wrapping_sub(ONES * 0x20) & !x;
+    let quote = x ^ (ONES * u64::from(b'"'));
+    let quote = quote.wrapping_sub(ONES) & !quote;
+    let backslash = x ^ (ONES * u64::from(b'\\'));
+    let backslash = backslash.wrapping_sub(ONES) & !backslash;
+    (control | quote | backslash) & HIGH
+}
+
+fn push_escape(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let short = match b {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        0x08 => b'b',
+        0x0c => b'f',
+        b'\n' => b'n',
+        b'\r' => b'r',
+        b'\t' => b't',
+        _ => {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+            return;
+        }
+    };
+    out.extend_from_slice(&[b'\\', short]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn literal(s: &str) -> String {
+        let mut out = Vec::new();
+        push_str(&mut out, s);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn escapes_like_serde_json() {
+        for s in [
+            "",
+            "plain",
+            "\"",
+            "\\",
+            "exactly8",
+            "a \"quoted\" \\ word",
+            "ctl \u{0}\u{1}\u{8}\u{9}\u{a}\u{b}\u{c}\u{d}\u{1f} end",
+            "\u{7f} é ü 中 🎉 \u{2028}",
+            "{\"v\":1,\"surveyId\":\"SV_1\",\"receivedAt\":\"2026-01-01T00:00:00Z\"}",
+            "0123456789abcdef\"0123456789abcdef\\",
+        ] {
+            assert_eq!(literal(s), serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_escapes_like_serde_json(s in any::<String>()) {
+            prop_assert_eq!(literal(&s), serde_json::to_string(&s).unwrap());
+        }
+
+        #[test]
+        fn ascii_with_specials_escapes_like_serde_json(s in "[ -~\\x00-\\x1f\"\\\\]{0,80}") {
+            prop_assert_eq!(literal(&s), serde_json::to_string(&s).unwrap());
+        }
+    }
+}
