@@ -66,7 +66,8 @@ profile() {
   if [ "$annotate" = "--annotate" ]; then
     # Inclusive cost of the handler's own functions, in thousands of instructions per request.
     callgrind_annotate --inclusive=yes "$out" 2>/dev/null | grep '/src/.*qualtrics_bridge::' |
-      awk -v n="$n" '{ gsub(",", "", $1); sub(/^[^:]*:/, "", $3); printf "  %7.1fk  %s\n", $1 / n / 1000, $3 }' |
+      awk -v n="$n" '{ ir = $1; gsub(",", "", ir); f = $0; sub(/^[^%]*%\) +/, "", f);
+                       sub(/^[^:]*:/, "", f); sub(/ \[.*$/, "", f); sub(/ \([0-9,]+x\)$/, "", f); printf "  %7.1fk  %s\n", ir / n / 1000, f }' |
       awk '!seen[$2]++' | head -25
   fi
 }

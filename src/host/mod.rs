@@ -5,7 +5,7 @@
 mod reply;
 mod request;
 
-pub use reply::{HttpOutput, InvocationReply};
+pub use reply::{error_body, HttpOutput, InvocationReply};
 pub use request::{Envelope, EnvelopeError, HttpTrigger, QueueTrigger, ScheduleStatus, TimerInfo};
 
 /// Header carrying the host's invocation id on every invocation request.

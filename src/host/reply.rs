@@ -43,8 +43,18 @@ impl HttpOutput {
 
     /// `{"error": reason}` with the given status.
     pub fn error(status: u16, reason: &str) -> Self {
-        Self::json(status, serde_json::json!({ "error": reason }).to_string())
+        Self::json(status, error_body(reason))
     }
+}
+
+/// `{"error":"…"}`: the body of every refusal and failed invocation.
+pub fn error_body(reason: &str) -> String {
+    let mut out = Vec::with_capacity(reason.len() + 12);
+    out.extend_from_slice(b"{\"error\":");
+    json::push_str(&mut out, reason);
+    out.push(b'}');
+    // Only a whole string and ASCII went in.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 impl InvocationReply {
@@ -155,6 +165,16 @@ mod tests {
                 "ReturnValue": null
             })
         );
+    }
+
+    #[test]
+    fn error_body_is_what_serde_writes() {
+        for reason in ["bad signature", "a \"quoted\" \\ reason\n", "é"] {
+            assert_eq!(
+                error_body(reason),
+                serde_json::json!({ "error": reason }).to_string()
+            );
+        }
     }
 
     #[test]

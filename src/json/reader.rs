@@ -238,11 +238,11 @@ impl<'a> Reader<'a> {
     }
 
     /// Advances to the next `"`, `\` or control character (or the end): eight bytes at a
-    /// time for the first sixteen (keys and most values end there), then by `memchr` for the
+    /// time for the first 64 (keys, and most values, end there), then by `memchr` for the
     /// quote or backslash with the bytes passed checked for control characters in bulk.
     fn skip_plain(&mut self) {
         let bytes = self.bytes();
-        for _ in 0..2 {
+        for _ in 0..8 {
             let Some(chunk) = bytes.get(self.pos..).and_then(<[u8]>::first_chunk::<8>) else {
                 break;
             };
