@@ -39,15 +39,8 @@ cleanup() {
 trap cleanup EXIT
 
 key="bench-key-$RANDOM$RANDOM"
-node benches/make-envelope.js "$key" "$work" 2>"$work/sizes"
-cat > "$work/bridge.toml" <<TOML
-[[surveys]]
-id = "SV_22VlHYNeldrrrkp"
-[surveys.tickets]
-system = "servicenow"
-TOML
-
-free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+source benches/webhook-fixtures.sh
+webhook_fixtures "$work" "$key"
 
 # start NAME CMD... : runs CMD with FUNCTIONS_CUSTOMHANDLER_PORT=<free port>, waits for the port.
 # Stdout (the bridge's JSON lines, ~330 bytes a request) goes to /dev/null: the handler still

@@ -30,15 +30,8 @@ cleanup() {
 trap cleanup EXIT
 
 key="profile-key-$RANDOM$RANDOM"
-node benches/make-envelope.js "$key" "$work" 2>/dev/null
-cat > "$work/bridge.toml" <<TOML
-[[surveys]]
-id = "SV_22VlHYNeldrrrkp"
-[surveys.tickets]
-system = "servicenow"
-TOML
-
-free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+source benches/webhook-fixtures.sh
+webhook_fixtures "$work" "$key"
 
 # profile LABEL ENVELOPE: prints instructions per request.
 profile() {
