@@ -492,26 +492,7 @@ struct Escaper<'a>(&'a mut String);
 
 impl fmt::Write for Escaper<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut start = 0;
-        for (i, b) in s.bytes().enumerate() {
-            let escaped = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f => "",
-                _ => continue,
-            };
-            self.0.push_str(&s[start..i]);
-            if escaped.is_empty() {
-                let _ = write!(self.0, "\\u{b:04x}");
-            } else {
-                self.0.push_str(escaped);
-            }
-            start = i + 1;
-        }
-        self.0.push_str(&s[start..]);
+        crate::json::escape(s, |piece| self.0.push_str(piece));
         Ok(())
     }
 }

@@ -15,11 +15,17 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Appends the inside of a JSON string literal for `s`: `"` `\` and control characters
-/// escaped as `serde_json` escapes them, everything else (all non-ASCII too) as is.
+/// Appends the inside of a JSON string literal for `s`.
 pub fn push_escaped(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len());
+    escape(s, |piece| out.extend_from_slice(piece.as_bytes()));
+}
+
+/// Hands `emit` the inside of a JSON string literal for `s`, piece by piece: `"` `\` and
+/// control characters escaped as `serde_json` escapes them, everything else (all non-ASCII
+/// too) as is.
+pub fn escape(s: &str, mut emit: impl FnMut(&str)) {
     let bytes = s.as_bytes();
-    out.reserve(bytes.len());
     let mut run_start = 0;
     let mut i = 0;
     while i < bytes.len() {
@@ -34,13 +40,14 @@ pub fn push_escaped(out: &mut Vec<u8>, s: &str) {
         }
         let b = bytes[i];
         if needs_escape(b) {
-            out.extend_from_slice(&bytes[run_start..i]);
-            push_escape(out, b);
+            // Runs end before an ASCII byte, so they are whole UTF-8.
+            emit(s.get(run_start..i).unwrap_or(""));
+            emit_escape(b, &mut emit);
             run_start = i + 1;
         }
         i += 1;
     }
-    out.extend_from_slice(&bytes[run_start..]);
+    emit(s.get(run_start..).unwrap_or(""));
 }
 
 fn needs_escape(b: u8) -> bool {
@@ -60,29 +67,30 @@ pub(crate) fn special_bytes(x: u64) -> u64 {
     (control | quote | backslash) & HIGH
 }
 
-fn push_escape(out: &mut Vec<u8>, b: u8) {
+fn emit_escape(b: u8, emit: &mut impl FnMut(&str)) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let short = match b {
-        b'"' => b'"',
-        b'\\' => b'\\',
-        0x08 => b'b',
-        0x0c => b'f',
-        b'\n' => b'n',
-        b'\r' => b'r',
-        b'\t' => b't',
+    emit(match b {
+        b'"' => "\\\"",
+        b'\\' => "\\\\",
+        0x08 => "\\b",
+        0x0c => "\\f",
+        b'\n' => "\\n",
+        b'\r' => "\\r",
+        b'\t' => "\\t",
         _ => {
-            out.extend_from_slice(&[
+            let code = [
                 b'\\',
                 b'u',
                 b'0',
                 b'0',
                 HEX[usize::from(b >> 4)],
                 HEX[usize::from(b & 0xf)],
-            ]);
+            ];
+            // ASCII only.
+            emit(std::str::from_utf8(&code).unwrap_or(""));
             return;
         }
-    };
-    out.extend_from_slice(&[b'\\', short]);
+    });
 }
 
 #[cfg(test)]
