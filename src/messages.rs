@@ -73,7 +73,7 @@ impl TicketRequest {
     pub fn to_text(&self) -> String {
         let mut out = Vec::with_capacity(192);
         out.extend_from_slice(b"{\"v\":");
-        out.extend_from_slice(self.v.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(self.v).as_bytes());
         out.extend_from_slice(b",\"surveyId\":");
         crate::json::push_str(&mut out, &self.survey_id);
         out.extend_from_slice(b",\"responseId\":");

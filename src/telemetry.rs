@@ -417,7 +417,13 @@ fn push_timestamp(out: &mut String, now: SystemTime) {
         }
         out.push_str(&cell.1);
     });
-    let _ = write!(out, ".{:06}Z", since.subsec_micros());
+    // `.{:06}Z` without `fmt`: six digits, zero-padded.
+    let micros = since.subsec_micros();
+    out.push('.');
+    for div in [100_000, 10_000, 1_000, 100, 10, 1] {
+        out.push(char::from(b'0' + ((micros / div) % 10) as u8));
+    }
+    out.push('Z');
 }
 
 /// Appends each field as `,"name":value` and notes where each one starts.
@@ -450,12 +456,12 @@ impl Visit for JsonFields<'_> {
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        let _ = write!(self.out, "{value}");
+        self.out.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = write!(self.out, "{value}");
+        self.out.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {

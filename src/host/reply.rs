@@ -111,7 +111,7 @@ impl InvocationReply {
                 Output::Http(h) => {
                     // The status travels as a string, as the host expects.
                     out.extend_from_slice(b"{\"statusCode\":\"");
-                    out.extend_from_slice(h.status.to_string().as_bytes());
+                    out.extend_from_slice(itoa::Buffer::new().format(h.status).as_bytes());
                     out.extend_from_slice(b"\",\"headers\":{\"Content-Type\":");
                     json::push_str(&mut out, h.content_type);
                     out.extend_from_slice(b"},\"body\":");

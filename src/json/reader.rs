@@ -49,7 +49,12 @@ impl<'a> Reader<'a> {
         self.bytes().get(self.pos).copied()
     }
 
+    #[inline(always)]
     fn ws(&mut self) {
+        // Compact JSON (what the host sends) has none: one comparison decides.
+        if self.peek().is_some_and(|b| b > b' ') {
+            return;
+        }
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
             self.pos += 1;
         }
@@ -240,19 +245,30 @@ impl<'a> Reader<'a> {
     /// Advances to the next `"`, `\` or control character (or the end): eight bytes at a
     /// time for the first 64 (keys, and most values, end there), then by `memchr` for the
     /// quote or backslash with the bytes passed checked for control characters in bulk.
+    #[inline(always)]
     fn skip_plain(&mut self) {
         let bytes = self.bytes();
+        let mut pos = self.pos;
         for _ in 0..8 {
-            let Some(chunk) = bytes.get(self.pos..).and_then(<[u8]>::first_chunk::<8>) else {
+            let Some(chunk) = bytes.get(pos..pos + 8) else {
                 break;
             };
-            let flagged = super::special_bytes(u64::from_le_bytes(*chunk));
+            let word = u64::from_le_bytes(chunk.try_into().unwrap_or([b'"'; 8]));
+            let flagged = super::special_bytes(word);
             if flagged != 0 {
-                self.pos += flagged.trailing_zeros() as usize / 8;
+                self.pos = pos + flagged.trailing_zeros() as usize / 8;
                 return;
             }
-            self.pos += 8;
+            pos += 8;
         }
+        self.pos = pos;
+        self.skip_plain_long();
+    }
+
+    /// [`Self::skip_plain`] past its first 64 bytes (long values, the body), or near the end.
+    #[inline(never)]
+    fn skip_plain_long(&mut self) {
+        let bytes = self.bytes();
         let rest = bytes.get(self.pos..).unwrap_or_default();
         let run = &rest[..memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len())];
         // No early exit, so the compiler checks sixteen bytes per instruction.

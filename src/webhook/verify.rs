@@ -74,12 +74,27 @@ impl<'a> Form<'a> {
 pub fn parse_form(body: &str) -> Result<Form<'_>, FormError> {
     let mut form = Form::default();
     let mut fields = 0usize;
-    for pair in body.split('&').filter(|p| !p.is_empty()) {
+    // `memchr` rather than `str::split`: core's byte search costs more than the rest of the
+    // splitting on a 1 KB body with two separators.
+    let mut rest = body;
+    while !rest.is_empty() {
+        let end = memchr::memchr(b'&', rest.as_bytes()).unwrap_or(rest.len());
+        let pair = rest.get(..end).unwrap_or(rest);
+        rest = rest.get(end + 1..).unwrap_or("");
+        if pair.is_empty() {
+            continue;
+        }
         fields += 1;
         if fields > MAX_FORM_FIELDS {
             return Err(FormError::TooManyFields);
         }
-        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (raw_name, raw_value) = match memchr::memchr(b'=', pair.as_bytes()) {
+            Some(eq) => (
+                pair.get(..eq).unwrap_or(pair),
+                pair.get(eq + 1..).unwrap_or(""),
+            ),
+            None => (pair, ""),
+        };
         let name = form_decode(raw_name)?;
         if let Some((canonical, slot)) = form.slot(&name) {
             if slot.is_some() {
