@@ -5,6 +5,9 @@
 # round loads each of them in turn for DURATION seconds, the order rotating round to round, so
 # the machine's drift (a shared VM: ±20 % over minutes) falls on all of them alike:
 #   trivial axum  fixed reply, envelope not read (benches/trivial_axum.rs) — the ceiling
+#   hmac floor    trivial axum that reads the envelope and computes one HMAC-SHA512 of a
+#                 MSG-sized text (benches/floor_axum.rs) — the work no correct handler skips;
+#                 informative, no target
 #   bridge        the release qualtrics-bridge binary, accept path (202 + queue output)
 #   bridge 401    the same, bad HMAC (refusal path)
 #   node          Node.js doing the same work (benches/node-webhook.js), accept and refusal
@@ -25,10 +28,11 @@ command -v wrk >/dev/null || { echo "bench-webhook: wrk not found (apt-get insta
 command -v node >/dev/null || { echo "bench-webhook: node not found" >&2; exit 2; }
 
 cd "$root"
-cargo build --release --quiet --bin qualtrics-bridge --example bench-trivial-axum
+cargo build --release --quiet --bin qualtrics-bridge --example bench-trivial-axum --example bench-floor-axum
 target="${CARGO_TARGET_DIR:-$root/target}"
 bridge="$target/release/qualtrics-bridge"
 trivial="$target/release/examples/bench-trivial-axum"
+floor="$target/release/examples/bench-floor-axum"
 
 work="$(mktemp -d)"
 pids=()
@@ -65,14 +69,15 @@ start() {
 }
 
 start trivial "$trivial"
+start floor "$floor"
 start bridge "$bridge"
 start node node benches/node-webhook.js
 
 # What is measured: label, server, envelope, the `res` status it must answer.
-labels=("trivial axum" "bridge" "bridge 401" "node" "node 401")
-declare -A server=([trivial axum]=trivial [bridge]=bridge [bridge 401]=bridge [node]=node [node 401]=node)
-declare -A envelope=([trivial axum]=good [bridge]=good [bridge 401]=bad [node]=good [node 401]=bad)
-declare -A expect=([trivial axum]=202 [bridge]=202 [bridge 401]=401 [node]=202 [node 401]=401)
+labels=("trivial axum" "hmac floor" "bridge" "bridge 401" "node" "node 401")
+declare -A server=([trivial axum]=trivial [hmac floor]=floor [bridge]=bridge [bridge 401]=bridge [node]=node [node 401]=node)
+declare -A envelope=([trivial axum]=good [hmac floor]=good [bridge]=good [bridge 401]=bad [node]=good [node 401]=bad)
+declare -A expect=([trivial axum]=202 [hmac floor]=202 [bridge]=202 [bridge 401]=401 [node]=202 [node 401]=401)
 
 # wrk prints latency as 1.23ms / 456.78us / 1.02s; convert to ms.
 ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v+0 } else if (v ~ /s$/) { sub(/s$/, "", v); print v*1000 } else print v }'; }
@@ -123,4 +128,5 @@ check "bridge median p99 ${p99[bridge]} ms (<= 5 ms)" "${p99[bridge]} <= 5"
 check "refusal median p99 ${p99[bridge 401]} ms (<= 5 ms)" "${p99[bridge 401]} <= 5"
 # "At least as fast", with 5 % allowance for run-to-run noise on a shared machine.
 check "refusal path $b401 req/s vs accept $b (>= 95 %)" "$b401 >= 0.95 * $b"
+echo "info  bridge = $(awk "BEGIN{printf \"%.0f\", 100*$b/${rps[hmac floor]}}") % of the hmac floor (trivial axum + body + HMAC-SHA512; median p99 ${p99[hmac floor]} ms)"
 exit "$fail"
