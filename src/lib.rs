@@ -18,6 +18,7 @@ pub mod secrets;
 pub mod startup;
 pub mod storage;
 pub mod subscriptions;
+pub mod swar;
 pub mod telemetry;
 pub mod tickets;
 pub mod webhook;

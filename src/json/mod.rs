@@ -6,6 +6,8 @@
 
 mod reader;
 
+use crate::swar;
+
 pub use reader::{Reader, SyntaxError};
 
 /// Appends `s` as a JSON string literal, quotes included.
@@ -29,19 +31,7 @@ pub fn push_escaped(out: &mut Vec<u8>, s: &str) {
     let buf = &mut out[start..];
     let (mut r, mut w) = (0, 0);
     loop {
-        while let Some(chunk) = bytes.get(r..r + 8) {
-            buf[w..w + 8].copy_from_slice(chunk);
-            let flagged = special_bytes(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
-            if flagged != 0 {
-                // The lowest flag is always a real one (false flags only sit above a real one).
-                let plain = flagged.trailing_zeros() as usize / 8;
-                r += plain;
-                w += plain;
-                break;
-            }
-            r += 8;
-            w += 8;
-        }
+        swar::copy_run(bytes, &mut r, buf, &mut w, swar::json_special);
         let Some(&b) = bytes.get(r) else { break };
         match b {
             b'"' | b'\\' => {
@@ -76,7 +66,7 @@ pub fn escape(s: &str, mut emit: impl FnMut(&str)) {
     let mut i = 0;
     while i < bytes.len() {
         if let Some(chunk) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-            let flagged = special_bytes(u64::from_le_bytes(*chunk));
+            let flagged = swar::json_special(u64::from_le_bytes(*chunk));
             if flagged == 0 {
                 i += 8;
                 continue;
@@ -98,19 +88,6 @@ pub fn escape(s: &str, mut emit: impl FnMut(&str)) {
 
 fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
-}
-
-/// The high bit of each byte of `x` that is `"`, `\` or below 0x20 (plus possibly some above
-/// the first such byte).
-pub(crate) fn special_bytes(x: u64) -> u64 {
-    const ONES: u64 = u64::MAX / 255;
-    const HIGH: u64 = ONES << 7;
-    let control = x.wrapping_sub(ONES * 0x20) & !x;
-    let quote = x ^ (ONES * u64::from(b'"'));
-    let quote = quote.wrapping_sub(ONES) & !quote;
-    let backslash = x ^ (ONES * u64::from(b'\\'));
-    let backslash = backslash.wrapping_sub(ONES) & !backslash;
-    (control | quote | backslash) & HIGH
 }
 
 fn emit_escape(b: u8, emit: &mut impl FnMut(&str)) {

@@ -254,7 +254,7 @@ impl<'a> Reader<'a> {
                 break;
             };
             let word = u64::from_le_bytes(chunk.try_into().unwrap_or([b'"'; 8]));
-            let flagged = super::special_bytes(word);
+            let flagged = crate::swar::json_special(word);
             if flagged != 0 {
                 self.pos = pos + flagged.trailing_zeros() as usize / 8;
                 return;

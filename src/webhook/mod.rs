@@ -196,22 +196,12 @@ fn accept(app: &App, d: Delivery) -> InvocationReply {
         summary.reason = Some(why.to_string());
         InvocationReply::new()
             .http(RESPONSE, HttpOutput::json(202, r#"{"status":"ignored"}"#))
-            .log(
-                [
-                    "POST ",
-                    FUNCTION,
-                    " -> 202 ",
-                    survey_id,
-                    "/",
-                    response_id,
-                    " (",
-                    label,
-                    "): ",
-                    why,
-                    "; nothing queued",
-                ]
-                .concat(),
-            )
+            .log(accepted_line(
+                survey_id,
+                response_id,
+                label,
+                &[why, "; nothing queued"],
+            ))
     } else {
         summary.outcome = Some("queued");
         let message = TicketRequest {
@@ -226,25 +216,36 @@ fn accept(app: &App, d: Delivery) -> InvocationReply {
         InvocationReply::new()
             .http(RESPONSE, HttpOutput::json(202, r#"{"status":"queued"}"#))
             .queue(TICKETS, vec![message])
-            // `concat` rather than `format!`: one exact allocation, no formatting machinery.
-            .log(
-                [
-                    "POST ",
-                    FUNCTION,
-                    " -> 202 ",
-                    survey_id,
-                    "/",
-                    response_id,
-                    " (",
-                    label,
-                    "): ticket request queued",
-                ]
-                .concat(),
-            )
+            .log(accepted_line(
+                survey_id,
+                response_id,
+                label,
+                &["ticket request queued"],
+            ))
     };
     summary.survey_id = Some(subject.survey_id);
     summary.response_id = Some(subject.response_id);
     reply.summary(summary)
+}
+
+/// `POST QualtricsWebhook -> 202 {survey}/{response} ({auth}): {what}` for the host's log.
+/// Built by hand rather than by `format!`: one exact allocation, no formatting machinery.
+fn accepted_line(survey_id: &str, response_id: &str, auth: &str, what: &[&str]) -> String {
+    let head = [
+        "POST ",
+        FUNCTION,
+        " -> 202 ",
+        survey_id,
+        "/",
+        response_id,
+        " (",
+        auth,
+        "): ",
+    ];
+    let parts = || head.iter().chain(what);
+    let mut line = String::with_capacity(parts().map(|p| p.len()).sum());
+    parts().for_each(|p| line.push_str(p));
+    line
 }
 
 /// Now, RFC 3339 UTC to the second (`2026-01-31T12:00:00Z`).
@@ -527,7 +528,10 @@ mod tests {
             "{}",
             msg.received_at
         );
-        assert!(v["Logs"][0].as_str().unwrap().contains("SV_1/R_1"));
+        assert_eq!(
+            v["Logs"],
+            json!(["POST QualtricsWebhook -> 202 SV_1/R_1 (hmac): ticket request queued"])
+        );
 
         // The key is rotated behind the cache: the first mismatch forces one re-read.
         std::env::set_var("QUALTRICS_WEBHOOK_KEY", "k2");
@@ -538,12 +542,22 @@ mod tests {
         assert_eq!(v["Outputs"]["res"]["statusCode"], "401", "{v}");
         assert!(v["Outputs"].get("tickets").is_none());
         assert_eq!(v["Outputs"]["res"]["body"], r#"{"error":"bad signature"}"#);
+        assert_eq!(
+            v["Logs"],
+            json!(["POST QualtricsWebhook -> 401 refused: HMAC does not match"])
+        );
 
         // Known survey without tickets, unknown survey: 202, nothing queued.
-        for survey in ["SV_2", "SV_9"] {
+        for (survey, why) in [
+            ("SV_2", "survey raises no tickets"),
+            ("SV_9", "unknown survey"),
+        ] {
             let v = run(&app, form.clone(), Some(&form_body("k2", survey, "R_4"))).await;
             assert_eq!(v["Outputs"]["res"]["statusCode"], "202", "{v}");
             assert!(v["Outputs"].get("tickets").is_none(), "{v}");
+            let line =
+                format!("POST QualtricsWebhook -> 202 {survey}/R_4 (hmac): {why}; nothing queued");
+            assert_eq!(v["Logs"], json!([line]));
         }
 
         // Workflow JSON with either header; wrong token and wrong header refused.

@@ -144,32 +144,18 @@ pub fn form_decode(raw: &str) -> Result<Cow<'_, str>, FormError> {
             }
         }
         w += 1;
-        while let Some(chunk) = bytes.get(r..).and_then(<[u8]>::first_chunk::<8>) {
-            out[w..w + 8].copy_from_slice(chunk);
-            let flagged = percent_or_plus(u64::from_le_bytes(*chunk));
-            if flagged != 0 {
-                // The lowest flag is always a real one (false flags only sit above it).
-                let plain = flagged.trailing_zeros() as usize / 8;
-                r += plain;
-                w += plain;
-                break;
-            }
-            r += 8;
-            w += 8;
-        }
+        crate::swar::copy_run(
+            bytes,
+            &mut r,
+            &mut out,
+            &mut w,
+            crate::swar::percent_or_plus,
+        );
     }
     out.truncate(w);
     String::from_utf8(out)
         .map(Cow::Owned)
         .map_err(|_| FormError::NotUtf8)
-}
-
-/// The high bit of each byte of `x` that is `%` or `+` (plus possibly some above the first).
-fn percent_or_plus(x: u64) -> u64 {
-    const ONES: u64 = u64::MAX / 255;
-    let percent = x ^ (ONES * u64::from(b'%'));
-    let plus = x ^ (ONES * u64::from(b'+'));
-    ((percent.wrapping_sub(ONES) & !percent) | (plus.wrapping_sub(ONES) & !plus)) & (ONES << 7)
 }
 
 /// Each byte's value as a hex digit; 0xff for a byte that is not one.
