@@ -93,54 +93,50 @@ impl<'a> Reader<'a> {
         keep_keys: bool,
         mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Result<()>,
     ) -> Result<()> {
-        self.eat(b'{', "expected an object")?;
-        self.nest()?;
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-        } else {
-            loop {
-                let key = if keep_keys {
-                    self.string()?
-                } else {
-                    self.skip_string()?;
-                    Cow::Borrowed("")
-                };
-                self.eat(b':', "expected `:`")?;
-                member(self, key)?;
-                self.ws();
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(self.error("expected `,` or `}`")),
-                }
-            }
-        }
-        self.depth += 1;
-        Ok(())
+        let (open, close) = ((b'{', "expected an object"), (b'}', "expected `,` or `}`"));
+        self.sequence(open, close, |r, _| {
+            let key = if keep_keys {
+                r.string()?
+            } else {
+                r.skip_string()?;
+                Cow::Borrowed("")
+            };
+            r.eat(b':', "expected `:`")?;
+            member(r, key)
+        })
     }
 
     /// Reads an array, calling `element` for each; `element` must consume the value.
-    pub fn array(&mut self, mut element: impl FnMut(&mut Self, usize) -> Result<()>) -> Result<()> {
-        self.eat(b'[', "expected an array")?;
+    pub fn array(&mut self, element: impl FnMut(&mut Self, usize) -> Result<()>) -> Result<()> {
+        let (open, close) = ((b'[', "expected an array"), (b']', "expected `,` or `]`"));
+        self.sequence(open, close, element)
+    }
+
+    /// `open`, then items separated by `,` until `close` (none at all is fine), one nesting
+    /// level deeper; each byte comes with what the error says when it is missing.
+    #[inline(always)]
+    fn sequence(
+        &mut self,
+        (open, no_open): (u8, &'static str),
+        (close, no_close): (u8, &'static str),
+        mut item: impl FnMut(&mut Self, usize) -> Result<()>,
+    ) -> Result<()> {
+        self.eat(open, no_open)?;
         self.nest()?;
         self.ws();
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.pos += 1;
         } else {
             for index in 0.. {
-                element(self, index)?;
+                item(self, index)?;
                 self.ws();
                 match self.peek() {
                     Some(b',') => self.pos += 1,
-                    Some(b']') => {
+                    Some(b) if b == close => {
                         self.pos += 1;
                         break;
                     }
-                    _ => return Err(self.error("expected `,` or `]`")),
+                    _ => return Err(self.error(no_close)),
                 }
             }
         }
