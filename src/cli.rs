@@ -1,7 +1,8 @@
 //! The command line: handler mode by default, plus operator subcommands. Exit codes: 0 done,
 //! 1 failed at run time, 2 bad usage or invalid configuration.
 
-use crate::config::{setting, HandlerSettings, SettingSource, KNOWN_SETTINGS};
+use crate::config::{HandlerSettings, SettingSource, KNOWN_SETTINGS};
+use crate::env::setting;
 use crate::export;
 use crate::qualtrics::{CallBudget, QualtricsError};
 use crate::secrets::SecretName;

@@ -171,6 +171,8 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
     },
 ];
 
+use crate::env::setting;
+use crate::tickets::{mapping::Mapping, TicketRoute, TicketingLimits};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -197,11 +199,6 @@ pub fn is_survey_id(id: &str) -> bool {
     id.starts_with("SV_")
         && id.len() >= 4
         && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// Reads one setting; empty values count as absent, as in the Azure portal.
-pub fn setting(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 /// Settings the handler needs before it can listen.
@@ -241,80 +238,6 @@ impl HandlerSettings {
             port,
             app_root,
             bridge_config,
-        }
-    }
-}
-
-/// Ticket systems a survey can route to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TicketSystem {
-    Servicenow,
-    Zendesk,
-}
-
-/// `[surveys.tickets]`: the survey may raise tickets.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TicketRoute {
-    pub system: TicketSystem,
-    /// The rule that decides (docs/tickets.md); absent means every completed response.
-    #[serde(default)]
-    pub when: Option<toml::Spanned<String>>,
-    /// Response fields (values/labels keys) that may be copied into the ticket; templates
-    /// may read only these. Empty: nothing from the response leaves Qualtrics but its ids.
-    #[serde(default)]
-    pub allowed_fields: Vec<String>,
-    /// Templates (`{{values.QID1}}`, `{{labels.QID2}}`, `{{responseId}}`, …).
-    #[serde(default)]
-    pub subject: Option<toml::Spanned<String>>,
-    #[serde(default)]
-    pub description: Option<toml::Spanned<String>>,
-    #[serde(default)]
-    pub priority: Option<toml::Spanned<String>>,
-    #[serde(default)]
-    pub urgency: Option<toml::Spanned<String>>,
-    /// System-specific fields (ServiceNow columns; Zendesk `type`, `tags`, …), as templates.
-    #[serde(default)]
-    pub extra: std::collections::BTreeMap<String, toml::Spanned<String>>,
-}
-
-impl TicketRoute {
-    /// The rule's text, if any.
-    pub fn when_text(&self) -> Option<&str> {
-        self.when.as_ref().map(|w| w.get_ref().as_str())
-    }
-}
-
-/// `[ticketing]`: limits of ticket creation (all optional; docs/tickets.md).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TicketingLimits {
-    /// Timeout of one call to ServiceNow/Zendesk.
-    pub timeout_secs: u64,
-    /// A 429 whose `Retry-After` is at most this is waited out in the invocation; a longer one
-    /// fails the invocation so the host retries later.
-    pub max_retry_after_secs: u64,
-    /// Total time one invocation may spend waiting out 429s before it fails.
-    pub throttle_budget_secs: u64,
-    /// A claim older than this whose owner never finished is taken over.
-    pub claim_ttl_secs: u64,
-    /// How long an invocation waits for another worker's fresh claim before failing.
-    pub busy_wait_secs: u64,
-    /// The host's `maxDequeueCount`: on the last attempt a transient failure is recorded in
-    /// the ledger before the host poisons the message.
-    pub max_attempts: u32,
-}
-
-impl Default for TicketingLimits {
-    fn default() -> Self {
-        Self {
-            timeout_secs: 30,
-            max_retry_after_secs: 5,
-            throttle_budget_secs: 120,
-            claim_ttl_secs: 900,
-            busy_wait_secs: 20,
-            max_attempts: 5,
         }
     }
 }
@@ -375,7 +298,7 @@ impl BridgeConfig {
                 return Err(format!("surveys[{i}].id: {} is listed twice", s.id));
             }
             if let Some(route) = &s.tickets {
-                crate::tickets::mapping::Mapping::compile(route).map_err(|e| {
+                Mapping::compile(route).map_err(|e| {
                     let line = e
                         .span
                         .as_ref()

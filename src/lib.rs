@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod env;
 pub mod export;
 pub mod host;
 pub mod identity;

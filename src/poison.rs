@@ -102,8 +102,7 @@ pub async fn list(storage: &Storage, limit: u32) -> Result<Vec<Parked>, PoisonEr
 
 /// `state: reason` from the ledger entry of a request, if any.
 async fn ledger_summary(storage: &Storage, r: &TicketRequest) -> Option<String> {
-    let container =
-        crate::config::setting("STATE_CONTAINER").unwrap_or_else(|| "bridge-state".into());
+    let container = crate::env::setting("STATE_CONTAINER").unwrap_or_else(|| "bridge-state".into());
     let blob = storage
         .blob_container(&container)
         .ok()?

@@ -1,7 +1,8 @@
 //! Builds the app from typed configuration and serves the custom-handler endpoints:
 //! `GET /` for readiness and `POST /{FunctionName}` per invocation.
 
-use crate::config::{setting, BridgeConfig, HandlerSettings};
+use crate::config::{BridgeConfig, HandlerSettings};
+use crate::env::setting;
 use crate::host::{error_body, Envelope, Invocation, InvocationError, INVOCATION_ID_HEADER};
 use crate::secrets::{SecretName, SecretsProvider};
 use crate::storage::{Storage, StorageError, DEFAULT_CONNECTION};
@@ -49,7 +50,7 @@ impl App {
         };
         // Identity, secrets and storage: a half-configured identity or an unusable setting
         // stops start-up with a message naming it; nothing here calls the network.
-        let lookup = crate::identity::env_lookup;
+        let lookup = crate::env::env_lookup;
         crate::identity::check(&lookup)?;
         let transport = crate::identity::transport(&lookup)?;
         let secrets = SecretsProvider::from_settings(&lookup, &transport)?;

@@ -76,9 +76,8 @@ fn harness() -> &'static Harness {
         };
         let mut app = App::load(&settings).expect("the fuzz app loads");
         app.bridge = BridgeConfig::parse(BRIDGE).expect("the fuzz survey table parses");
-        app.tickets =
-            TicketService::new(&app.bridge, None, &qualtrics_bridge::identity::env_lookup)
-                .expect("the fuzz ticket routes compile");
+        app.tickets = TicketService::new(&app.bridge, None, &qualtrics_bridge::env::env_lookup)
+            .expect("the fuzz ticket routes compile");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

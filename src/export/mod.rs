@@ -21,7 +21,7 @@
 pub mod blob_state;
 pub mod stream;
 
-use crate::config::setting;
+use crate::env::setting;
 use crate::host::{Envelope, Invocation, InvocationError, InvocationReply};
 use crate::messages::{RequestSource, TicketRequest};
 use crate::qualtrics::{CallBudget, ExportRequest, ExportStatus, QualtricsClient, QualtricsError};

@@ -12,6 +12,7 @@
 //! `SSL_CERT_FILE` (the local test CA) on top of the platform's, and never turns verification
 //! off.
 
+use crate::env::Lookup;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
 use azure_core::time::Duration as AzDuration;
@@ -26,14 +27,6 @@ pub const IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
 pub const IDENTITY_HEADER: &str = "IDENTITY_HEADER";
 pub const AZURE_CLIENT_ID: &str = "AZURE_CLIENT_ID";
 pub const SSL_CERT_FILE: &str = "SSL_CERT_FILE";
-
-/// Reads one setting; `None` when absent or blank (as [`crate::config::setting`]).
-pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// The process environment as a [`Lookup`].
-pub fn env_lookup(name: &str) -> Option<String> {
-    crate::config::setting(name)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {

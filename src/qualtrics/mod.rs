@@ -5,7 +5,7 @@
 //! 429 handling (`Retry-After` when present, adaptive otherwise) through one [`Throttle`]
 //! shared by every call of the process and one [`CallBudget`] shared by a run.
 
-use crate::config::setting;
+use crate::env::setting;
 use crate::secrets::{SecretName, SecretsProvider};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

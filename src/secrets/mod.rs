@@ -2,7 +2,8 @@
 //! (`qualtrics-webhook-key` ↔ `QUALTRICS_WEBHOOK_KEY`), cached, refreshable on demand when a
 //! consumer finds that a secret stopped working. Values never appear in `Debug`/`Display`.
 
-use crate::identity::{self, CredentialSource, IdentityError, Lookup};
+use crate::env::Lookup;
+use crate::identity::{self, CredentialSource, IdentityError};
 use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use azure_core::http::{StatusCode, Transport, Url};

@@ -17,7 +17,8 @@ mod shared_key;
 
 pub use shared_key::SharedKeyPolicy;
 
-use crate::identity::{self, CredentialSource, IdentityError, Lookup};
+use crate::env::Lookup;
+use crate::identity::{self, CredentialSource, IdentityError};
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{Transport, Url};
 use azure_storage_blob::{BlobContainerClient, BlobServiceClient, BlobServiceClientOptions};
@@ -228,7 +229,7 @@ impl fmt::Debug for Storage {
 impl Storage {
     /// `AzureWebJobsStorage` from the process environment.
     pub fn from_env() -> Result<Self, StorageError> {
-        let lookup = identity::env_lookup;
+        let lookup = crate::env::env_lookup;
         let transport = identity::transport(&lookup).map_err(|source| StorageError::Identity {
             connection: DEFAULT_CONNECTION.into(),
             source,

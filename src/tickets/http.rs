@@ -2,7 +2,7 @@
 //! back every concurrent invocation, not just the one that got it), timeouts, and the
 //! failure classes of issue 6.
 
-use crate::config::TicketingLimits;
+use super::config::TicketingLimits;
 use reqwest::header::HeaderMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

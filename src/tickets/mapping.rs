@@ -1,8 +1,8 @@
 //! A survey's ticket mapping, compiled from `[surveys.tickets]`: the rule, the templates, the
 //! allow-list of response fields that may leave Qualtrics, and system-specific extras.
 
+use super::config::{TicketRoute, TicketSystem};
 use super::rules::{text, ResponseView, Rule, Template};
-use crate::config::{TicketRoute, TicketSystem};
 use std::collections::BTreeMap;
 use std::ops::Range;
 

@@ -17,6 +17,7 @@
 //! `maxDequeueCount`); a 4xx that cannot succeed (bad field, auth after one secret refresh,
 //! missing target configuration) records `failed` and dead-letters the message.
 
+pub mod config;
 pub mod http;
 pub mod ledger;
 pub mod mapping;
@@ -24,11 +25,11 @@ pub mod rules;
 pub mod servicenow;
 pub mod zendesk;
 
-use crate::config::{TicketSystem, TicketingLimits};
 use crate::host::{Envelope, Invocation, InvocationError, InvocationReply, QueueTrigger};
 use crate::messages::{RequestSource, TicketRequest};
 use crate::startup::App;
 use crate::telemetry::{InvocationSummary, Severity};
+pub use config::{TicketRoute, TicketSystem, TicketingLimits};
 use http::CallError;
 use ledger::{now_rfc3339, Claim, Entry, Ledger, State, TicketRef};
 use mapping::Mapping;
@@ -85,7 +86,7 @@ impl TicketService {
             }
         }
         let container =
-            crate::config::setting("STATE_CONTAINER").unwrap_or_else(|| "bridge-state".into());
+            crate::env::setting("STATE_CONTAINER").unwrap_or_else(|| "bridge-state".into());
         let ledger = match storage.map(|s| s.blob_container(&container)) {
             Some(Ok(c)) => Some(Ledger::new(c, &container)),
             Some(Err(e)) => {

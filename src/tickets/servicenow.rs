@@ -4,10 +4,10 @@
 //! (checking the returned value: a misspelt query returns every row), create with
 //! `correlation_display = qualtrics-bridge`.
 
+use super::config::TicketingLimits;
 use super::http::{classify, CallError, Endpoint, Reply};
 use super::ledger::TicketRef;
 use super::mapping::Draft;
-use crate::config::TicketingLimits;
 use crate::secrets::{SecretName, SecretsProvider};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;

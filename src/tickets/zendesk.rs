@@ -3,10 +3,10 @@
 //! (no `ZENDESK_EMAIL`: the secret is a bearer access token); lookup by `external_id`, create
 //! with an `Idempotency-Key` derived from the response; the 429 body is plain text.
 
+use super::config::TicketingLimits;
 use super::http::{classify, CallError, Endpoint, Reply};
 use super::ledger::TicketRef;
 use super::mapping::Draft;
-use crate::config::TicketingLimits;
 use crate::secrets::{SecretName, SecretsProvider};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
