@@ -1,12 +1,14 @@
 //! The command line: handler mode by default, plus operator subcommands. Exit codes: 0 done,
 //! 1 failed at run time, 2 bad usage or invalid configuration.
 
-use crate::config::{HandlerSettings, SettingSource, KNOWN_SETTINGS};
-use crate::env::setting;
+use crate::config::{BridgeConfig, HandlerSettings, SettingSource, KNOWN_SETTINGS};
+use crate::deps::Deps;
+use crate::env::{env_lookup, setting};
 use crate::export;
-use crate::qualtrics::{CallBudget, QualtricsError};
-use crate::secrets::SecretName;
-use crate::startup::{self, App};
+use crate::functions::Functions;
+use crate::qualtrics::{CallBudget, QualtricsClient, QualtricsError};
+use crate::secrets::{SecretName, SecretsProvider};
+use crate::startup;
 use crate::storage::Storage;
 use crate::subscriptions::{self, OurUrl};
 use clap::{Parser, Subcommand};
@@ -158,11 +160,27 @@ fn failed(cmd: &str, e: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// The app as the handler builds it, for commands that call Qualtrics.
-fn load_app(cmd: &str) -> Result<(App, HandlerSettings), ExitCode> {
+/// The shared clients as the handler builds them, from the environment.
+fn deps(cmd: &str) -> Result<Deps, ExitCode> {
+    Deps::build(std::sync::Arc::new(env_lookup)).map_err(|e| usage(cmd, e))
+}
+
+/// `bridge.toml` as the handler reads it, and where it was read from.
+fn bridge(cmd: &str) -> Result<(BridgeConfig, HandlerSettings), ExitCode> {
     let settings = HandlerSettings::with_port(0);
-    let app = App::load(&settings).map_err(|e| usage(cmd, format!("{e:#}")))?;
-    Ok((app, settings))
+    let bridge = settings.load_bridge().map_err(|e| usage(cmd, e))?;
+    Ok((bridge, settings))
+}
+
+/// The secrets and the Qualtrics client, built as the handler builds them (and nothing
+/// else: a subscriptions sync needs no storage).
+fn qualtrics(cmd: &str) -> Result<(SecretsProvider, Option<QualtricsClient>), ExitCode> {
+    let lookup = &env_lookup;
+    crate::identity::check(lookup).map_err(|e| usage(cmd, e))?;
+    let transport = crate::identity::transport(lookup).map_err(|e| usage(cmd, e))?;
+    let secrets = SecretsProvider::from_settings(lookup, &transport).map_err(|e| usage(cmd, e))?;
+    let client = QualtricsClient::from_settings(lookup).map_err(|e| usage(cmd, e))?;
+    Ok((secrets, client))
 }
 
 /// Missing or unusable settings and secrets are configuration (2); the rest run time (1).
@@ -179,11 +197,11 @@ async fn subscriptions_sync(url: &str, rotate: bool, dry_run: bool) -> ExitCode 
         Ok(u) => u,
         Err(e) => return usage(CMD, e),
     };
-    let (app, settings) = match load_app(CMD) {
-        Ok(a) => a,
+    let (bridge, settings) = match bridge(CMD) {
+        Ok(b) => b,
         Err(code) => return code,
     };
-    if app.bridge.surveys.is_empty() {
+    if bridge.surveys.is_empty() {
         // An empty or missing bridge.toml would otherwise delete every subscription of --url.
         return usage(
             CMD,
@@ -193,7 +211,11 @@ async fn subscriptions_sync(url: &str, rotate: bool, dry_run: bool) -> ExitCode 
             ),
         );
     }
-    let Some(client) = app.qualtrics.as_ref() else {
+    let (secrets, client) = match qualtrics(CMD) {
+        Ok(q) => q,
+        Err(code) => return code,
+    };
+    let Some(client) = client.as_ref() else {
         return usage(
             CMD,
             format!("setting {} is not set", crate::qualtrics::BASE_URL_SETTING),
@@ -201,12 +223,11 @@ async fn subscriptions_sync(url: &str, rotate: bool, dry_run: bool) -> ExitCode 
     };
     // No function timeout here; 429 retries are still bounded.
     let budget = CallBudget::new(None, 30);
-    let existing = match client.list_event_subscriptions(&app.secrets, &budget).await {
+    let existing = match client.list_event_subscriptions(&secrets, &budget).await {
         Ok(e) => e,
         Err(e) => return qualtrics_failure(CMD, e),
     };
-    let wanted: Vec<String> = app
-        .bridge
+    let wanted: Vec<String> = bridge
         .surveys
         .iter()
         .map(|s| subscriptions::topic_of(&s.id))
@@ -249,7 +270,7 @@ async fn subscriptions_sync(url: &str, rotate: bool, dry_run: bool) -> ExitCode 
         return ExitCode::SUCCESS;
     }
     // Read even for a delete-only plan: a sync that cannot create is not one to start.
-    let key = match app.secrets.get(SecretName::QualtricsWebhookKey).await {
+    let key = match secrets.get(SecretName::QualtricsWebhookKey).await {
         Ok(Some(k)) => k,
         Ok(None) => {
             return usage(
@@ -257,13 +278,13 @@ async fn subscriptions_sync(url: &str, rotate: bool, dry_run: bool) -> ExitCode 
                 format!(
                     "secret {} is not set ({}); it is the subscriptions' sharedKey",
                     SecretName::QualtricsWebhookKey,
-                    app.secrets.source_name()
+                    secrets.source_name()
                 ),
             )
         }
         Err(e) => return failed(CMD, e),
     };
-    let report = subscriptions::execute(client, &app.secrets, &budget, &plan, &ours, &key).await;
+    let report = subscriptions::execute(client, &secrets, &budget, &plan, &ours, &key).await;
     for (topic, id) in &report.created {
         println!("created {id}  {topic}");
     }
@@ -315,8 +336,8 @@ async fn export(survey: &str, since: Option<&str>) -> ExitCode {
         Ok(s) => s,
         Err(e) => return usage(CMD, e),
     };
-    let (app, _) = match load_app(CMD) {
-        Ok(a) => a,
+    let deps = match deps(CMD) {
+        Ok(d) => d,
         Err(code) => return code,
     };
     let job = export::Job {
@@ -327,10 +348,13 @@ async fn export(survey: &str, since: Option<&str>) -> ExitCode {
         },
     };
     // No function timeout bounds a command: allow a long export, still stopping in the end.
-    let settings = export::ExportSettings {
-        time_budget: BACKFILL_TIME_BUDGET,
-        min_remaining: Duration::from_secs(90),
-        ..export::ExportSettings::from_env()
+    let settings = match export::ExportSettings::build(&deps) {
+        Ok(s) => export::ExportSettings {
+            time_budget: BACKFILL_TIME_BUDGET,
+            min_remaining: Duration::from_secs(90),
+            ..s
+        },
+        Err(e) => return usage(CMD, e),
     };
     let display = std::sync::Arc::new(crate::progress::Display::stderr());
     let shown = display.clone();
@@ -342,7 +366,8 @@ async fn export(survey: &str, since: Option<&str>) -> ExitCode {
             .map(|s| format!("after {s}"))
             .unwrap_or_else(|| "at any time".into())
     );
-    let result = export::run(&app, &settings, &[job], "cli", Some(progress)).await;
+    let service = export::ExportService::new(Vec::new(), settings, &deps);
+    let result = service.run(&[job], "cli", Some(progress)).await;
     display.finish();
     let reports = match result {
         Ok(r) => r,
@@ -412,20 +437,23 @@ async fn poison(cmd: PoisonCommand) -> ExitCode {
     }
 }
 
+/// Builds everything the handler builds at start-up (so it refuses what start-up would),
+/// then prints it.
 fn config_check() -> ExitCode {
-    let settings = HandlerSettings::with_port(0);
-    let app = match App::load(&settings) {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("config check: {e:#}");
-            return ExitCode::from(2);
-        }
+    const CMD: &str = "config check";
+    let (bridge, settings) = match bridge(CMD) {
+        Ok(b) => b,
+        Err(code) => return code,
     };
+    let built = deps(CMD).and_then(|d| Functions::build(&bridge, &d).map_err(|e| usage(CMD, e)));
+    if let Err(code) = built {
+        return code;
+    }
     println!("bridge config: {}", settings.bridge_config.display());
-    if app.bridge.surveys.is_empty() {
+    if bridge.surveys.is_empty() {
         println!("  no surveys: nothing is exported and no ticket is raised");
     }
-    for s in &app.bridge.surveys {
+    for s in &bridge.surveys {
         let tickets = match &s.tickets {
             Some(t) => format!(
                 "tickets → {:?}{}",

@@ -266,6 +266,22 @@ pub struct BridgeConfig {
     pub ticketing: TicketingLimits,
 }
 
+impl HandlerSettings {
+    /// `bridge.toml` at [`Self::bridge_config`]. A missing file at the default path is an
+    /// empty config (logged: nothing is exported, no ticket raised); a missing file that
+    /// `BRIDGE_CONFIG` names is an error.
+    pub fn load_bridge(&self) -> Result<BridgeConfig, ConfigError> {
+        if self.bridge_config.exists() || setting("BRIDGE_CONFIG").is_some() {
+            return BridgeConfig::load(&self.bridge_config);
+        }
+        tracing::warn!(
+            path = %self.bridge_config.display(),
+            "no bridge config: no survey is exported and no ticket is raised"
+        );
+        Ok(BridgeConfig::default())
+    }
+}
+
 /// The 1-based line of byte `offset` in `text`.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1

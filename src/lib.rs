@@ -2,12 +2,15 @@
 //! exports in Blob Storage and tickets in ServiceNow or Zendesk.
 //!
 //! `startup` builds the app from typed configuration; `host` owns the custom-handler wire
-//! protocol; each function's capability lives in its own module.
+//! protocol; `functions` is the one registry of functions; each capability lives in its own
+//! module and owns its state (`XService::build` from its config slice and `deps::Deps`).
 
 pub mod cli;
 pub mod config;
+pub mod deps;
 pub mod env;
 pub mod export;
+pub mod functions;
 pub mod host;
 pub mod identity;
 pub mod json;

@@ -1,12 +1,12 @@
 //! Builds the app from typed configuration and serves the custom-handler endpoints:
 //! `GET /` for readiness and `POST /{FunctionName}` per invocation.
 
-use crate::config::{BridgeConfig, HandlerSettings};
-use crate::env::setting;
+use crate::config::HandlerSettings;
+use crate::deps::Deps;
+use crate::functions::{Function, Functions};
 use crate::host::{error_body, Envelope, Invocation, InvocationError, INVOCATION_ID_HEADER};
-use crate::secrets::{SecretName, SecretsProvider};
-use crate::storage::{Storage, StorageError, DEFAULT_CONNECTION};
-use crate::{export, telemetry, tickets, webhook};
+use crate::secrets::SecretName;
+use crate::telemetry;
 use anyhow::Context;
 
 use axum::extract::Request;
@@ -22,61 +22,6 @@ use tokio::net::TcpListener;
 /// Largest invocation envelope accepted; webhook bodies are limited far below this.
 const MAX_ENVELOPE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Everything the functions share, built once at start-up.
-#[derive(Debug)]
-pub struct App {
-    pub bridge: BridgeConfig,
-    pub secrets: SecretsProvider,
-    /// `AzureWebJobsStorage` clients; `None` when no storage connection is configured.
-    pub storage: Option<Storage>,
-    /// `TicketCreator`'s mappings, ServiceNow/Zendesk clients and ledger.
-    pub tickets: tickets::TicketService,
-    /// The Qualtrics API client; `None` when `QUALTRICS_BASE_URL` is unset.
-    pub qualtrics: Option<crate::qualtrics::QualtricsClient>,
-    /// The webhook keys, ready for HMAC.
-    pub webhook_keys: webhook::KeyCache,
-}
-
-impl App {
-    pub fn load(settings: &HandlerSettings) -> anyhow::Result<Self> {
-        let bridge = if settings.bridge_config.exists() || setting("BRIDGE_CONFIG").is_some() {
-            BridgeConfig::load(&settings.bridge_config)?
-        } else {
-            tracing::warn!(
-                path = %settings.bridge_config.display(),
-                "no bridge config: no survey is exported and no ticket is raised"
-            );
-            BridgeConfig::default()
-        };
-        // Identity, secrets and storage: a half-configured identity or an unusable setting
-        // stops start-up with a message naming it; nothing here calls the network.
-        let lookup = crate::env::env_lookup;
-        crate::identity::check(&lookup)?;
-        let transport = crate::identity::transport(&lookup)?;
-        let secrets = SecretsProvider::from_settings(&lookup, &transport)?;
-        let storage = match Storage::connect(DEFAULT_CONNECTION, &lookup, &transport) {
-            Ok(s) => Some(s),
-            Err(StorageError::NotConfigured(name)) => {
-                tracing::warn!(
-                    connection = %name,
-                    "no storage connection: exports and the ticket ledger are unavailable"
-                );
-                None
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let tickets = tickets::TicketService::new(&bridge, storage.as_ref(), &lookup)?;
-        Ok(Self {
-            bridge,
-            secrets,
-            storage,
-            tickets,
-            qualtrics: crate::qualtrics::QualtricsClient::from_env()?,
-            webhook_keys: webhook::KeyCache::default(),
-        })
-    }
-}
-
 /// Reads the settings, binds `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT` and serves until SIGTERM.
 pub async fn run_from_env() -> anyhow::Result<()> {
     let settings = HandlerSettings::from_env()?;
@@ -88,32 +33,34 @@ pub async fn run_from_env() -> anyhow::Result<()> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, settings.port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", settings.port))?;
-    let app = Arc::new(App::load(&settings)?);
+    let bridge = settings.load_bridge()?;
+    // Identity, secrets, storage and every capability: a half-configured identity or an
+    // unusable setting stops start-up with a message naming it; nothing here calls the network.
+    let deps = Deps::build(Arc::new(crate::env::env_lookup))?;
+    let functions = Arc::new(Functions::build(&bridge, &deps)?);
     // Read the webhook key once in the background: warms the cache and logs (without the
     // value) whether the secrets source works, while the handler already serves.
-    let warm = app.clone();
+    let secrets = deps.secrets.clone();
     tokio::spawn(async move {
-        warm.secrets
-            .warm_up(&[SecretName::QualtricsWebhookKey])
-            .await;
+        secrets.warm_up(&[SecretName::QualtricsWebhookKey]).await;
     });
     tracing::info!(
         port = settings.port,
-        surveys = app.bridge.surveys.len(),
+        surveys = bridge.surveys.len(),
         "handler ready"
     );
-    serve(listener, app, shutdown).await
+    serve(listener, functions, shutdown).await
 }
 
 /// Serves the handler on `listener` until SIGTERM or Ctrl-C.
 pub async fn serve(
     listener: TcpListener,
-    app: Arc<App>,
+    functions: Arc<Functions>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let service = tower::service_fn(move |request: Request| {
-        let app = app.clone();
-        async move { Ok::<_, Infallible>(route(&app, request).await) }
+        let functions = functions.clone();
+        async move { Ok::<_, Infallible>(route(&functions, request).await) }
     });
     axum::serve(listener, ServiceExt::<Request>::into_make_service(service))
         .with_graceful_shutdown(shutdown)
@@ -126,13 +73,13 @@ pub async fn serve(
 /// `GET /` answers the host's readiness poll, `POST /{FunctionName}` runs an invocation;
 /// another method on either is 405, any other path 404. Routed by hand: two routes did not
 /// need axum's router, which cost ~4k instructions per request (4 % of a webhook's).
-async fn route(app: &App, request: Request) -> Response {
+async fn route(functions: &Functions, request: Request) -> Response {
     let segment = request.uri().path().strip_prefix('/');
     let is_root = segment == Some("");
     let is_function = segment.is_some_and(|s| !s.is_empty() && !s.contains('/'));
     match (request.method(), is_root, is_function) {
         (&Method::GET, true, _) => ready(),
-        (&Method::POST, _, true) => invoke(app, request).await,
+        (&Method::POST, _, true) => invoke(functions, request).await,
         (_, true, _) | (_, _, true) => StatusCode::METHOD_NOT_ALLOWED.into_response(),
         _ => not_found(),
     }
@@ -149,13 +96,10 @@ fn not_found() -> Response {
     )
 }
 
-async fn invoke(app: &App, request: Request) -> Response {
+async fn invoke(functions: &Functions, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let name = parts.uri.path().trim_start_matches('/');
-    let Some(function) = [webhook::FUNCTION, export::FUNCTION, tickets::FUNCTION]
-        .into_iter()
-        .find(|f| *f == name)
-    else {
+    let Some(function) = Function::named(name) else {
         return not_found();
     };
     let Some(id) = parts
@@ -163,7 +107,10 @@ async fn invoke(app: &App, request: Request) -> Response {
         .get(INVOCATION_ID_HEADER)
         .and_then(|v| v.to_str().ok())
     else {
-        tracing::warn!(function, "request without an invocation id refused");
+        tracing::warn!(
+            function = function.spec().name,
+            "request without an invocation id refused"
+        );
         return failure(
             StatusCode::BAD_REQUEST,
             "not an invocation from the Functions host",
@@ -178,11 +125,7 @@ async fn invoke(app: &App, request: Request) -> Response {
             )
         }
     };
-    let inv = Invocation {
-        id: id.to_owned(),
-        function,
-    };
-    let (status, body) = handle_invocation(app, &inv, &body).await;
+    let (status, body) = handle_invocation(functions, function, id.to_owned(), &body).await;
     json_response(status, body)
 }
 
@@ -191,19 +134,22 @@ async fn invoke(app: &App, request: Request) -> Response {
 /// envelope that cannot be decoded, 503 for a transient condition). Everything after routing
 /// and the invocation-id check happens here, so the fuzz harness drives exactly this. Every
 /// line logged meanwhile carries the invocation id; the last one sums the invocation up.
-pub async fn handle_invocation(app: &App, inv: &Invocation, body: &[u8]) -> (StatusCode, Vec<u8>) {
+pub async fn handle_invocation(
+    functions: &Functions,
+    function: Function,
+    id: String,
+    body: &[u8],
+) -> (StatusCode, Vec<u8>) {
     let started = Instant::now();
-    let function = inv.function;
-    telemetry::in_invocation(&inv.id, function, async move {
+    let inv = Invocation {
+        id,
+        function: function.spec(),
+    };
+    let inv = &inv;
+    telemetry::in_invocation(&inv.id, inv.function.name, async move {
         let result = match Envelope::parse(body) {
             Err(e) => Err(InvocationError::from(e)),
-            Ok(envelope) => match function {
-                webhook::FUNCTION => webhook::invoke(app, envelope).await,
-                // Boxed: their futures are large, and would make every webhook's future
-                // (moved on each call) as large.
-                export::FUNCTION => Box::pin(export::invoke(app, inv, envelope)).await,
-                _ => Box::pin(tickets::invoke(app, inv, envelope)).await,
-            },
+            Ok(envelope) => functions.invoke(function, inv, envelope).await,
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         match result {
@@ -214,9 +160,9 @@ pub async fn handle_invocation(app: &App, inv: &Invocation, body: &[u8]) -> (Sta
             Err(e) => {
                 let status = match e {
                     InvocationError::Envelope(_) => StatusCode::BAD_REQUEST,
-                    InvocationError::Retry(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    InvocationError::Retry { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 };
-                let reason = e.to_string();
+                let reason = e.chain();
                 let summary = telemetry::InvocationSummary {
                     reason: Some(reason.clone()),
                     ..Default::default()

@@ -3,6 +3,7 @@
 //! Plain string parsing only; every assertion names what is wrong and where.
 
 use qualtrics_bridge::config::{SettingSource, KNOWN_SETTINGS};
+use qualtrics_bridge::functions::Function;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -136,7 +137,14 @@ fn function_jsons() -> Vec<(String, serde_json::Value)> {
     for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
     {
         let path = entry.expect("entry").path().join("function.json");
-        if path.is_file() {
+        // Nothing else: the host would ignore a stray file, and a folder without
+        // function.json is a function that never runs.
+        assert!(
+            path.is_file(),
+            "{} has no function.json: functions/ holds only function folders",
+            path.parent().unwrap_or(&dir).display()
+        );
+        {
             let name = path
                 .parent()
                 .unwrap()
@@ -150,10 +158,12 @@ fn function_jsons() -> Vec<(String, serde_json::Value)> {
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut registered: Vec<&str> = Function::ALL.iter().map(|f| f.spec().name).collect();
+    registered.sort_unstable();
     assert_eq!(
         out.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-        ["ExportPoller", "QualtricsWebhook", "TicketCreator"],
-        "functions/ must hold exactly the three DESIGN.md functions"
+        registered,
+        "functions/ must hold exactly one folder per function in src/functions.rs (Function::ALL)"
     );
     out
 }
@@ -162,6 +172,36 @@ fn bindings(json: &serde_json::Value) -> &Vec<serde_json::Value> {
     json["bindings"]
         .as_array()
         .expect("function.json has a `bindings` array")
+}
+
+/// Every registered function has its folder, whose one `in` binding is the trigger and input
+/// its `SPEC` declares (the handler reads the trigger's payload under that name).
+#[test]
+fn each_registered_function_has_its_function_json_with_its_trigger() {
+    let jsons = function_jsons();
+    for f in Function::ALL {
+        let spec = f.spec();
+        let (_, json) = jsons
+            .iter()
+            .find(|(n, _)| n == spec.name)
+            .unwrap_or_else(|| panic!("functions/{}/function.json is missing", spec.name));
+        let inputs: Vec<_> = bindings(json)
+            .iter()
+            .filter(|b| b["direction"] == "in")
+            .collect();
+        assert_eq!(
+            inputs.len(),
+            1,
+            "functions/{}/function.json: exactly one `in` binding expected",
+            spec.name
+        );
+        assert_eq!(
+            (inputs[0]["type"].as_str(), inputs[0]["name"].as_str()),
+            (Some(spec.trigger.binding_type()), Some(spec.input)),
+            "functions/{}/function.json: the `in` binding differs from the function's SPEC",
+            spec.name
+        );
+    }
 }
 
 #[test]

@@ -86,3 +86,28 @@ fn each_kind_of_error_names_file_line_and_field() {
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent/bridge.toml"), "{err}");
 }
+
+/// A numeric setting that does not parse is refused (it used to fall back to the default
+/// silently): exit 2, naming the setting and never echoing the value.
+#[test]
+fn unparsable_numbers_are_refused_naming_the_setting() {
+    let bridge = concat!(env!("CARGO_MANIFEST_DIR"), "/bridge.toml");
+    for (name, value) in [
+        ("EXPORT_TIME_BUDGET_SECONDS", "7m"),
+        ("EXPORT_POLL_INTERVAL_MS", "-5"),
+        ("EXPORT_MAX_TICKET_MESSAGES", "1e3"),
+        ("EXPORT_THROTTLE_RETRIES", "99999999999"),
+    ] {
+        let (code, out, err) = check(&[("BRIDGE_CONFIG", bridge), (name, value)]);
+        assert_eq!(code, 2, "{name}={value}: {out}{err}");
+        assert!(err.contains(name), "{name}: {err}");
+        assert!(!err.contains(value), "{name}: the value is echoed: {err}");
+        assert!(!out.contains("config check: ok"), "{out}");
+    }
+    let (code, out, err) = check(&[
+        ("BRIDGE_CONFIG", bridge),
+        ("EXPORT_TIME_BUDGET_SECONDS", " 300 "),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("config check: ok"), "{out}");
+}

@@ -2,10 +2,11 @@
 //! input — arbitrary bytes, any media type, any headers — panics or is queued unverified.
 
 use proptest::prelude::*;
-use qualtrics_bridge::config::{BridgeConfig, HandlerSettings};
-use qualtrics_bridge::host::Envelope;
-use qualtrics_bridge::startup::App;
-use qualtrics_bridge::webhook::{self, verify};
+use qualtrics_bridge::config::BridgeConfig;
+use qualtrics_bridge::deps::Deps;
+use qualtrics_bridge::functions::{Function, Functions};
+use qualtrics_bridge::host::{Envelope, Invocation};
+use qualtrics_bridge::webhook::verify;
 use serde_json::{json, Value};
 
 const KEY: &str = "prop-key-5d1f";
@@ -47,23 +48,16 @@ fn edit() -> impl Strategy<Value = Edit> {
     ]
 }
 
-/// The real app (built as start-up builds it, without a bridge file), with a test survey
-/// table; shared by every case.
-fn app() -> &'static App {
-    static APP: std::sync::OnceLock<App> = std::sync::OnceLock::new();
+/// The functions as start-up builds them (no settings), with a test survey table; shared by
+/// every case.
+fn app() -> &'static Functions {
+    static APP: std::sync::OnceLock<Functions> = std::sync::OnceLock::new();
     APP.get_or_init(|| {
-        let dir = std::env::temp_dir();
-        let settings = HandlerSettings {
-            port: 1,
-            bridge_config: dir.join("webhook-props-no-such-bridge.toml"),
-            app_root: dir,
-        };
-        let mut app = App::load(&settings).expect("app loads");
-        app.bridge = BridgeConfig::parse(
+        let bridge = BridgeConfig::parse(
             "[[surveys]]\nid = \"SV_1\"\nallow_unsigned = false\n[surveys.tickets]\nsystem = \"servicenow\"\n",
         )
         .unwrap();
-        app
+        Functions::build(&bridge, &Deps::for_tests()).expect("the functions build")
     })
 }
 
@@ -77,7 +71,7 @@ fn rt() -> tokio::runtime::Runtime {
 /// Runs one POST through the function and returns (status, queued messages).
 fn invoke(
     rt: &tokio::runtime::Runtime,
-    app: &App,
+    app: &Functions,
     headers: Value,
     body: Option<String>,
 ) -> (u16, usize) {
@@ -92,7 +86,14 @@ fn invoke(
         .into_bytes();
     let envelope = Envelope::parse(&bytes).unwrap();
     let reply = rt
-        .block_on(webhook::invoke(app, envelope))
+        .block_on(app.invoke(
+            Function::QualtricsWebhook,
+            &Invocation {
+                id: "prop".into(),
+                function: Function::QualtricsWebhook.spec(),
+            },
+            envelope,
+        ))
         .expect("an HTTP reply, never a failed invocation");
     let v: Value = serde_json::from_slice(&reply.to_json()).unwrap();
     let status: u16 = v["Outputs"]["res"]["statusCode"]

@@ -15,12 +15,11 @@
 //!   three functions.
 
 use hmac::{Hmac, Mac};
-use qualtrics_bridge::config::{BridgeConfig, HandlerSettings};
-use qualtrics_bridge::host::Invocation;
+use qualtrics_bridge::config::BridgeConfig;
+use qualtrics_bridge::deps::Deps;
+use qualtrics_bridge::functions::{Function, Functions};
 use qualtrics_bridge::messages::{RequestSource, TicketRequest};
-use qualtrics_bridge::startup::{self, App};
-use qualtrics_bridge::tickets::{self, TicketService};
-use qualtrics_bridge::{export, webhook};
+use qualtrics_bridge::startup;
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
 
@@ -56,11 +55,13 @@ id = "SV_noTickets"
 
 struct Harness {
     rt: tokio::runtime::Runtime,
-    app: App,
+    /// The survey table the oracle judges by.
+    bridge: BridgeConfig,
+    functions: Functions,
 }
 
-/// The app as start-up builds it (environment secrets, no storage, no external systems),
-/// with the fuzz survey table. Built once per process.
+/// The functions as start-up builds them (environment secrets, no storage, no external
+/// systems), with the fuzz survey table. Built once per process.
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
@@ -68,32 +69,29 @@ fn harness() -> &'static Harness {
         std::env::set_var("QUALTRICS_WEBHOOK_KEY", WEBHOOK_KEY);
         std::env::set_var("QUALTRICS_WEBHOOK_KEY_PREVIOUS", WEBHOOK_KEY_PREVIOUS);
         std::env::set_var("QUALTRICS_WORKFLOW_TOKEN", WORKFLOW_TOKEN);
-        let dir = std::env::temp_dir();
-        let settings = HandlerSettings {
-            port: 1,
-            bridge_config: dir.join("qualtrics-bridge-fuzz-no-such-bridge.toml"),
-            app_root: dir,
-        };
-        let mut app = App::load(&settings).expect("the fuzz app loads");
-        app.bridge = BridgeConfig::parse(BRIDGE).expect("the fuzz survey table parses");
-        app.tickets = TicketService::new(&app.bridge, None, &qualtrics_bridge::env::env_lookup)
-            .expect("the fuzz ticket routes compile");
+        let bridge = BridgeConfig::parse(BRIDGE).expect("the fuzz survey table parses");
+        let functions =
+            Functions::build(&bridge, &Deps::for_tests()).expect("the fuzz functions build");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a tokio runtime");
-        Harness { rt, app }
+        Harness {
+            rt,
+            bridge,
+            functions,
+        }
     })
 }
 
-fn run(function: &'static str, envelope: &[u8]) -> (u16, Vec<u8>) {
+fn run(function: Function, envelope: &[u8]) -> (u16, Vec<u8>) {
     let h = harness();
-    let inv = Invocation {
-        id: "fuzz".into(),
+    let (status, body) = h.rt.block_on(startup::handle_invocation(
+        &h.functions,
         function,
-    };
-    let (status, body) =
-        h.rt.block_on(startup::handle_invocation(&h.app, &inv, envelope));
+        "fuzz".into(),
+        envelope,
+    ));
     (status.as_u16(), body)
 }
 
@@ -154,7 +152,7 @@ pub fn webhook_delivery(data: &[u8]) -> WebhookOutcome {
         req["Body"] = json!(b);
     }
     let envelope = json!({"Data": {"req": req}, "Metadata": {}}).to_string();
-    let (status, reply) = run(webhook::FUNCTION, envelope.as_bytes());
+    let (status, reply) = run(Function::QualtricsWebhook, envelope.as_bytes());
     assert_eq!(
         status, 200,
         "a well-formed HTTP envelope is a completed invocation"
@@ -294,7 +292,7 @@ fn check_webhook_reply(reply: &[u8], request: Option<&Request>) -> WebhookOutcom
             &time::format_description::well_known::Rfc3339,
         )
         .expect("receivedAt is RFC 3339");
-        let survey = harness().app.bridge.survey(&r.survey_id);
+        let survey = harness().bridge.survey(&r.survey_id);
         assert!(
             survey.is_some_and(|s| s.tickets.is_some()),
             "queued only for a survey that raises tickets: {text}"
@@ -400,7 +398,7 @@ fn check_against_request(req: &Request, status: u16, queued: Option<&TicketReque
             assert!(m.get("Status").is_none_or(|s| s == "Complete"));
         }
         (None, None) => {
-            let survey = harness().app.bridge.survey(&q.survey_id);
+            let survey = harness().bridge.survey(&q.survey_id);
             assert!(
                 survey.is_some_and(|s| s.allow_unsigned),
                 "unsigned form queued"
@@ -456,7 +454,7 @@ pub fn envelope(data: &[u8]) -> EnvelopeOutcome {
     // handler accepts where it ignores the value.
     let parsed: Option<Value> = serde_json::from_slice(data).ok();
 
-    let (status, reply) = run(webhook::FUNCTION, data);
+    let (status, reply) = run(Function::QualtricsWebhook, data);
     let webhook_ok = status == 200;
     if webhook_ok {
         let req = parsed.as_ref().and_then(|v| v.pointer("/Data/req"));
@@ -470,7 +468,7 @@ pub fn envelope(data: &[u8]) -> EnvelopeOutcome {
         check_failure(&reply);
     }
 
-    let (status, reply) = run(tickets::FUNCTION, data);
+    let (status, reply) = run(Function::TicketCreator, data);
     let tickets_ok = status != 400;
     let text = queue_text(parsed.as_ref());
     assert!(
@@ -478,7 +476,7 @@ pub fn envelope(data: &[u8]) -> EnvelopeOutcome {
         "decoded a queue message the oracle cannot find"
     );
     let ticketed = |r: &TicketRequest| {
-        let survey = harness().app.bridge.survey(&r.survey_id);
+        let survey = harness().bridge.survey(&r.survey_id);
         survey.is_some_and(|s| s.tickets.is_some())
     };
     match (status, text) {
@@ -507,7 +505,7 @@ pub fn envelope(data: &[u8]) -> EnvelopeOutcome {
         (other, _) => panic!("unexpected TicketCreator status {other}"),
     }
 
-    let (status, reply) = run(export::FUNCTION, data);
+    let (status, reply) = run(Function::ExportPoller, data);
     let export_ok = status == 200;
     if export_ok {
         // No survey is exported in the harness: nothing to do, nothing output.

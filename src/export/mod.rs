@@ -21,11 +21,13 @@
 pub mod blob_state;
 pub mod stream;
 
-use crate::env::setting;
-use crate::host::{Envelope, Invocation, InvocationError, InvocationReply};
+use crate::deps::Deps;
+use crate::env::{number, SettingError};
+use crate::host::{Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply, Trigger};
 use crate::messages::{RequestSource, TicketRequest};
 use crate::qualtrics::{CallBudget, ExportRequest, ExportStatus, QualtricsClient, QualtricsError};
-use crate::startup::App;
+use crate::secrets::SecretsProvider;
+use crate::storage::Storage;
 use azure_core::http::Etag;
 use azure_storage_blob::{BlobClient, BlobContainerClient};
 use blob_state::{BlobError, Condition};
@@ -34,13 +36,18 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stream::{Summary, TransformOptions};
 use time::OffsetDateTime;
 
-pub const FUNCTION: &str = "ExportPoller";
 const TIMER: &str = "timer";
+pub const SPEC: FunctionSpec = FunctionSpec {
+    name: "ExportPoller",
+    trigger: Trigger::Timer,
+    input: TIMER,
+};
+const FUNCTION: &str = SPEC.name;
 const TICKETS: &str = "tickets";
 
 /// Settings of the export (all optional; see `KNOWN_SETTINGS`).
@@ -64,32 +71,63 @@ pub struct ExportSettings {
     pub crash_at: Option<String>,
 }
 
-fn num_setting(name: &str, default: u64) -> u64 {
-    setting(name)
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
 impl ExportSettings {
-    pub fn from_env() -> Self {
-        let budget = Duration::from_secs(num_setting("EXPORT_TIME_BUDGET_SECONDS", 420).max(5));
-        Self {
-            export_container: setting("EXPORT_CONTAINER")
+    /// The settings from the app settings in `deps`; a number that does not parse is an
+    /// error naming the setting.
+    pub fn build(deps: &Deps) -> Result<Self, SettingError> {
+        let lookup = deps.lookup();
+        let budget =
+            Duration::from_secs(number(lookup, "EXPORT_TIME_BUDGET_SECONDS", 420u64)?.max(5));
+        Ok(Self {
+            export_container: lookup("EXPORT_CONTAINER")
                 .unwrap_or_else(|| "qualtrics-exports".into()),
-            state_container: setting("STATE_CONTAINER").unwrap_or_else(|| "bridge-state".into()),
+            state_container: deps.state_container.as_str().to_owned(),
             time_budget: budget,
             min_remaining: (budget / 6).clamp(Duration::from_secs(2), Duration::from_secs(90)),
             poll_interval: Duration::from_millis(
-                num_setting("EXPORT_POLL_INTERVAL_MS", 2000).max(10),
+                number(lookup, "EXPORT_POLL_INTERVAL_MS", 2000u64)?.max(10),
             ),
             poll_max: Duration::from_secs(10),
             block_size: 4 * 1024 * 1024,
-            max_ticket_messages: num_setting("EXPORT_MAX_TICKET_MESSAGES", 1000) as usize,
+            max_ticket_messages: number(lookup, "EXPORT_MAX_TICKET_MESSAGES", 1000usize)?,
             overlap: Duration::from_secs(3600),
             lease_seconds: 15,
-            throttle_retries: num_setting("EXPORT_THROTTLE_RETRIES", 30) as u32,
-            crash_at: setting("BRIDGE_TEST_CRASH_AT"),
+            throttle_retries: number(lookup, "EXPORT_THROTTLE_RETRIES", 30u32)?,
+            crash_at: lookup("BRIDGE_TEST_CRASH_AT"),
+        })
+    }
+}
+
+/// `ExportPoller`'s state: its jobs (the surveys with `export = true`), its settings and the
+/// clients it calls, built at start-up.
+#[derive(Debug)]
+pub struct ExportService {
+    jobs: Vec<Job>,
+    settings: ExportSettings,
+    secrets: Arc<SecretsProvider>,
+    storage: Option<Storage>,
+    qualtrics: Option<Arc<QualtricsClient>>,
+}
+
+impl ExportService {
+    /// The timer's service: `jobs` with the settings from `deps`' app settings.
+    pub fn build(jobs: Vec<Job>, deps: &Deps) -> Result<Self, SettingError> {
+        Ok(Self::new(jobs, ExportSettings::build(deps)?, deps))
+    }
+
+    /// A service with these `settings` (`qualtrics-bridge export` lengthens the budget).
+    pub fn new(jobs: Vec<Job>, settings: ExportSettings, deps: &Deps) -> Self {
+        Self {
+            jobs,
+            settings,
+            secrets: deps.secrets.clone(),
+            storage: deps.storage.clone(),
+            qualtrics: deps.qualtrics.clone(),
         }
+    }
+
+    pub fn settings(&self) -> &ExportSettings {
+        &self.settings
     }
 }
 
@@ -250,7 +288,7 @@ pub enum Step {
 pub type ProgressFn = Arc<dyn Fn(Step) + Send + Sync>;
 
 struct Run<'a> {
-    app: &'a App,
+    secrets: &'a SecretsProvider,
     client: &'a QualtricsClient,
     settings: &'a ExportSettings,
     budget: CallBudget,
@@ -261,144 +299,133 @@ struct Run<'a> {
     progress: Option<ProgressFn>,
 }
 
-static SETTINGS: OnceLock<ExportSettings> = OnceLock::new();
-
-pub async fn invoke(
-    app: &App,
-    inv: &Invocation,
-    envelope: Envelope<'_>,
-) -> Result<InvocationReply, InvocationError> {
-    let timer = envelope.timer(TIMER)?;
-    let settings = SETTINGS.get_or_init(ExportSettings::from_env);
-    let jobs: Vec<Job> = app
-        .bridge
-        .surveys
-        .iter()
-        .filter(|s| s.export)
-        .map(|s| Job {
-            survey_id: s.id.clone(),
-            tickets: s.tickets.is_some(),
-            kind: JobKind::Incremental,
-        })
-        .collect();
-    tracing::info!(invocation_id = %inv.id, function = FUNCTION, past_due = timer.is_past_due, surveys = jobs.len(), "export run");
-    let mut reply = InvocationReply::new();
-    if jobs.is_empty() {
-        return Ok(reply.log("no survey is configured for export"));
-    }
-    let reports = match run(app, settings, &jobs, &inv.id, None).await {
-        Ok(r) => r,
-        Err(e @ RunError::NoQualtrics) => {
-            tracing::error!(invocation_id = %inv.id, function = FUNCTION, "{e}");
-            return Ok(reply.log(e.to_string()));
+impl ExportService {
+    pub async fn invoke(
+        &self,
+        inv: &Invocation,
+        envelope: Envelope<'_>,
+    ) -> Result<InvocationReply, InvocationError> {
+        let timer = envelope.timer(TIMER)?;
+        let jobs = &self.jobs;
+        tracing::info!(invocation_id = %inv.id, function = FUNCTION, past_due = timer.is_past_due, surveys = jobs.len(), "export run");
+        let mut reply = InvocationReply::new();
+        if jobs.is_empty() {
+            return Ok(reply.log("no survey is configured for export"));
         }
-        Err(e) => return Err(InvocationError::Retry(e.to_string())),
-    };
-    let received_at = OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let mut tickets = Vec::new();
-    for r in reports {
-        reply = reply.log(r.line());
-        tickets.extend(r.tickets.into_iter().map(|rid| {
-            TicketRequest {
-                v: TicketRequest::VERSION,
-                survey_id: r.survey_id.clone(),
-                response_id: rid,
-                source: RequestSource::Export,
-                topic: None,
-                received_at: received_at.clone(),
+        let reports = match self.run(jobs, &inv.id, None).await {
+            Ok(r) => r,
+            Err(e @ RunError::NoQualtrics) => {
+                tracing::error!(invocation_id = %inv.id, function = FUNCTION, "{e}");
+                return Ok(reply.log(e.to_string()));
             }
-            .to_text()
-        }));
+            Err(e) => return Err(InvocationError::retry_from("export run could not start", e)),
+        };
+        let received_at = OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut tickets = Vec::new();
+        for r in reports {
+            reply = reply.log(r.line());
+            tickets.extend(r.tickets.into_iter().map(|rid| {
+                TicketRequest {
+                    v: TicketRequest::VERSION,
+                    survey_id: r.survey_id.clone(),
+                    response_id: rid,
+                    source: RequestSource::Export,
+                    topic: None,
+                    received_at: received_at.clone(),
+                }
+                .to_text()
+            }));
+        }
+        Ok(reply.queue(TICKETS, tickets))
     }
-    Ok(reply.queue(TICKETS, tickets))
-}
 
-/// Exports `jobs` one after the other within `settings.time_budget`: the one pipeline behind
-/// both the timer and `qualtrics-bridge export`. `invocation_id` tags the log lines.
-pub async fn run(
-    app: &App,
-    settings: &ExportSettings,
-    jobs: &[Job],
-    invocation_id: &str,
-    progress: Option<ProgressFn>,
-) -> Result<Vec<SurveyReport>, RunError> {
-    let client = app.qualtrics.as_ref().ok_or(RunError::NoQualtrics)?;
-    let storage = app.storage.as_ref().ok_or(RunError::NoStorage)?;
-    let blob_err = |e: crate::storage::StorageError| RunError::Storage(e.to_string());
-    let started_at = Instant::now();
-    let run = Run {
-        app,
-        client,
-        settings,
-        budget: CallBudget::new(
-            Some(started_at + settings.time_budget),
-            settings.throttle_retries,
-        ),
-        deadline: started_at + settings.time_budget,
-        started: OffsetDateTime::now_utc(),
-        exports: storage
-            .blob_container(&settings.export_container)
-            .map_err(blob_err)?,
-        states: storage
-            .blob_container(&settings.state_container)
-            .map_err(blob_err)?,
-        progress,
-    };
-    for c in [&run.exports, &run.states] {
-        blob_state::ensure_container(c)
-            .await
-            .map_err(|e| RunError::Storage(e.to_string()))?;
-    }
-    // Every survey's start time is fixed before any survey is exported, so a run that dies
-    // (or runs out of time) on the first survey does not move the others' start forward.
-    for job in jobs {
-        run.create_state(job).await.map_err(RunError::Storage)?;
-    }
-    let mut capacity = settings.max_ticket_messages;
-    let mut reports = Vec::new();
-    for job in jobs {
-        let sid = &job.survey_id;
-        let remaining = run.deadline.saturating_duration_since(Instant::now());
-        if remaining < settings.min_remaining {
-            tracing::warn!(invocation_id, survey_id = %sid, remaining_ms = remaining.as_millis() as u64, outcome = "deferred", "time budget short; survey resumes next run");
+    /// Exports `jobs` one after the other within `settings.time_budget`: the one pipeline behind
+    /// both the timer and `qualtrics-bridge export`. `invocation_id` tags the log lines.
+    pub async fn run(
+        &self,
+        jobs: &[Job],
+        invocation_id: &str,
+        progress: Option<ProgressFn>,
+    ) -> Result<Vec<SurveyReport>, RunError> {
+        let settings = &self.settings;
+        let client = self.qualtrics.as_deref().ok_or(RunError::NoQualtrics)?;
+        let storage = self.storage.as_ref().ok_or(RunError::NoStorage)?;
+        let blob_err = |e: crate::storage::StorageError| RunError::Storage(e.to_string());
+        let started_at = Instant::now();
+        let run = Run {
+            secrets: &self.secrets,
+            client,
+            settings,
+            budget: CallBudget::new(
+                Some(started_at + settings.time_budget),
+                settings.throttle_retries,
+            ),
+            deadline: started_at + settings.time_budget,
+            started: OffsetDateTime::now_utc(),
+            exports: storage
+                .blob_container(&settings.export_container)
+                .map_err(blob_err)?,
+            states: storage
+                .blob_container(&settings.state_container)
+                .map_err(blob_err)?,
+            progress,
+        };
+        for c in [&run.exports, &run.states] {
+            blob_state::ensure_container(c)
+                .await
+                .map_err(|e| RunError::Storage(e.to_string()))?;
+        }
+        // Every survey's start time is fixed before any survey is exported, so a run that dies
+        // (or runs out of time) on the first survey does not move the others' start forward.
+        for job in jobs {
+            run.create_state(job).await.map_err(RunError::Storage)?;
+        }
+        let mut capacity = settings.max_ticket_messages;
+        let mut reports = Vec::new();
+        for job in jobs {
+            let sid = &job.survey_id;
+            let remaining = run.deadline.saturating_duration_since(Instant::now());
+            if remaining < settings.min_remaining {
+                tracing::warn!(invocation_id, survey_id = %sid, remaining_ms = remaining.as_millis() as u64, outcome = "deferred", "time budget short; survey resumes next run");
+                reports.push(SurveyReport {
+                    survey_id: sid.clone(),
+                    outcome: Outcome::Deferred("time budget short; resumes next run".into()),
+                    tickets: Vec::new(),
+                });
+                continue;
+            }
+            let t0 = Instant::now();
+            let mut emitted = Vec::new();
+            let outcome = run.survey(job, &mut capacity, &mut emitted).await;
+            let ms = t0.elapsed().as_millis() as u64;
+            match &outcome {
+                Outcome::Exported {
+                    lines,
+                    blob,
+                    duplicates,
+                } => {
+                    tracing::info!(invocation_id, function = FUNCTION, survey_id = %sid, lines, duplicates, blob = blob.as_deref().unwrap_or("-"), tickets = emitted.len(), duration_ms = ms, outcome = "exported", "survey exported");
+                }
+                Outcome::Busy => {
+                    tracing::info!(invocation_id, survey_id = %sid, outcome = "busy", "another run holds the survey's lease; skipped");
+                }
+                Outcome::Deferred(why) => {
+                    tracing::warn!(invocation_id, survey_id = %sid, reason = %why, outcome = "deferred", "survey deferred");
+                }
+                Outcome::Failed(why) => {
+                    tracing::error!(invocation_id, survey_id = %sid, reason = %why, outcome = "failed", "survey export failed");
+                }
+            }
             reports.push(SurveyReport {
                 survey_id: sid.clone(),
-                outcome: Outcome::Deferred("time budget short; resumes next run".into()),
-                tickets: Vec::new(),
+                outcome,
+                tickets: emitted,
             });
-            continue;
         }
-        let t0 = Instant::now();
-        let mut emitted = Vec::new();
-        let outcome = run.survey(job, &mut capacity, &mut emitted).await;
-        let ms = t0.elapsed().as_millis() as u64;
-        match &outcome {
-            Outcome::Exported {
-                lines,
-                blob,
-                duplicates,
-            } => {
-                tracing::info!(invocation_id, function = FUNCTION, survey_id = %sid, lines, duplicates, blob = blob.as_deref().unwrap_or("-"), tickets = emitted.len(), duration_ms = ms, outcome = "exported", "survey exported");
-            }
-            Outcome::Busy => {
-                tracing::info!(invocation_id, survey_id = %sid, outcome = "busy", "another run holds the survey's lease; skipped");
-            }
-            Outcome::Deferred(why) => {
-                tracing::warn!(invocation_id, survey_id = %sid, reason = %why, outcome = "deferred", "survey deferred");
-            }
-            Outcome::Failed(why) => {
-                tracing::error!(invocation_id, survey_id = %sid, reason = %why, outcome = "failed", "survey export failed");
-            }
-        }
-        reports.push(SurveyReport {
-            survey_id: sid.clone(),
-            outcome,
-            tickets: emitted,
-        });
+        Ok(reports)
     }
-    Ok(reports)
 }
 
 fn ms_of(t: OffsetDateTime) -> i64 {
@@ -709,7 +736,7 @@ impl Run<'_> {
     /// Starts, polls, downloads and commits one export. `Ok(None)`: out of time.
     async fn export(&self, h: &mut StateHandle, job: &Job) -> Result<Option<Summary>, String> {
         let (sid, tickets) = (job.survey_id.as_str(), job.tickets);
-        let secrets = &self.app.secrets;
+        let secrets = &self.secrets;
         let (mut mode, mut request) = match (
             &job.kind,
             &h.state.continuation_token,
@@ -862,7 +889,7 @@ impl Run<'_> {
         let sid = h.state.survey_id.clone();
         let resp = match self
             .client
-            .download_export(&self.app.secrets, &self.budget, &sid, &inf.file_id)
+            .download_export(self.secrets, &self.budget, &sid, &inf.file_id)
             .await
         {
             Ok(r) => r,

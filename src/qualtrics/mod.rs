@@ -5,7 +5,7 @@
 //! 429 handling (`Retry-After` when present, adaptive otherwise) through one [`Throttle`]
 //! shared by every call of the process and one [`CallBudget`] shared by a run.
 
-use crate::env::setting;
+use crate::env::Lookup;
 use crate::secrets::{SecretName, SecretsProvider};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -295,8 +295,8 @@ struct MetaError {
 
 impl QualtricsClient {
     /// The client for `QUALTRICS_BASE_URL`; `Ok(None)` when the setting is absent.
-    pub fn from_env() -> Result<Option<Self>, QualtricsError> {
-        match setting(BASE_URL_SETTING) {
+    pub fn from_settings(lookup: Lookup<'_>) -> Result<Option<Self>, QualtricsError> {
+        match lookup(BASE_URL_SETTING) {
             None => Ok(None),
             Some(v) => Self::new(&v, RetryPolicy::default()).map(Some),
         }

@@ -2,6 +2,10 @@
 //! (`qualtrics-webhook-key` ↔ `QUALTRICS_WEBHOOK_KEY`), cached, refreshable on demand when a
 //! consumer finds that a secret stopped working. Values never appear in `Debug`/`Display`.
 
+mod rotating;
+
+pub use rotating::{Keys, RotatingKeys, Verified};
+
 use crate::env::Lookup;
 use crate::identity::{self, CredentialSource, IdentityError};
 use azure_core::credentials::TokenCredential;

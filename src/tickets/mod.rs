@@ -25,9 +25,13 @@ pub mod rules;
 pub mod servicenow;
 pub mod zendesk;
 
-use crate::host::{Envelope, Invocation, InvocationError, InvocationReply, QueueTrigger};
+use crate::deps::Deps;
+use crate::host::{
+    Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply, QueueTrigger, Trigger,
+};
 use crate::messages::{RequestSource, TicketRequest};
-use crate::startup::App;
+use crate::qualtrics::QualtricsClient;
+use crate::secrets::SecretsProvider;
 use crate::telemetry::{InvocationSummary, Severity};
 pub use config::{TicketRoute, TicketSystem, TicketingLimits};
 use http::CallError;
@@ -36,45 +40,69 @@ use mapping::Mapping;
 use rules::ResponseView;
 use servicenow::ServiceNow;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zendesk::Zendesk;
 
-pub const FUNCTION: &str = "TicketCreator";
 const REQUEST: &str = "request";
+pub const SPEC: FunctionSpec = FunctionSpec {
+    name: "TicketCreator",
+    trigger: Trigger::Queue,
+    input: REQUEST,
+};
 const DEADLETTER: &str = "deadletter";
 
 /// Everything ticket creation needs, built at start-up.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TicketService {
     mappings: HashMap<String, Mapping>,
     servicenow: Option<ServiceNow>,
     zendesk: Option<Zendesk>,
     ledger: Option<Ledger>,
     limits: TicketingLimits,
+    secrets: Arc<SecretsProvider>,
+    qualtrics: Option<Arc<QualtricsClient>>,
+}
+
+/// The ticket configuration cannot work; names the survey or setting, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum TicketBuildError {
+    #[error("surveys {survey} tickets.{field}: {message}")]
+    Mapping {
+        survey: String,
+        field: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Settings(String),
 }
 
 impl TicketService {
-    /// Compiles every survey's mapping and builds the clients the config routes to. A survey
-    /// routed to a system whose settings are absent is logged here and dead-letters its
-    /// requests (with the reason in the ledger); a malformed setting stops start-up.
-    pub fn new(
-        bridge: &crate::config::BridgeConfig,
-        storage: Option<&crate::storage::Storage>,
-        lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> anyhow::Result<Self> {
-        let limits = bridge.ticketing.clone();
+    /// Compiles every survey's mapping (`routes`: survey id and `[surveys.tickets]`) and
+    /// builds the clients the config routes to. A survey routed to a system whose settings
+    /// are absent is logged here and dead-letters its requests (with the reason in the
+    /// ledger); a malformed setting is an error.
+    pub fn build<'a>(
+        routes: impl IntoIterator<Item = (&'a str, &'a TicketRoute)>,
+        limits: &TicketingLimits,
+        deps: &Deps,
+    ) -> Result<Self, TicketBuildError> {
+        let limits = limits.clone();
+        let lookup = deps.lookup();
         let mut mappings = HashMap::new();
-        for s in &bridge.surveys {
-            if let Some(route) = &s.tickets {
-                // Already checked (with file and line) when the config was parsed.
-                let m = Mapping::compile(route).map_err(|e| {
-                    anyhow::anyhow!("surveys {} tickets.{}: {}", s.id, e.field, e.message)
-                })?;
-                mappings.insert(s.id.clone(), m);
-            }
+        for (survey, route) in routes {
+            // Already checked (with file and line) when the config was parsed.
+            let m = Mapping::compile(route).map_err(|e| TicketBuildError::Mapping {
+                survey: survey.to_owned(),
+                field: e.field,
+                message: e.message,
+            })?;
+            mappings.insert(survey.to_owned(), m);
         }
-        let servicenow = ServiceNow::from_settings(lookup, &limits).map_err(anyhow::Error::msg)?;
-        let zendesk = Zendesk::from_settings(lookup, &limits).map_err(anyhow::Error::msg)?;
+        let servicenow =
+            ServiceNow::from_settings(lookup, &limits).map_err(TicketBuildError::Settings)?;
+        let zendesk =
+            Zendesk::from_settings(lookup, &limits).map_err(TicketBuildError::Settings)?;
         for (id, m) in &mappings {
             let missing = match m.system {
                 TicketSystem::Servicenow if servicenow.is_none() => Some("SERVICENOW_INSTANCE_URL"),
@@ -85,10 +113,9 @@ impl TicketService {
                 tracing::warn!(survey_id = %id, setting, "survey raises tickets but the target system is not configured: its requests will be dead-lettered");
             }
         }
-        let container =
-            crate::env::setting("STATE_CONTAINER").unwrap_or_else(|| "bridge-state".into());
-        let ledger = match storage.map(|s| s.blob_container(&container)) {
-            Some(Ok(c)) => Some(Ledger::new(c, &container)),
+        let container = deps.state_container.as_str();
+        let ledger = match deps.storage.as_ref().map(|s| s.blob_container(container)) {
+            Some(Ok(c)) => Some(Ledger::new(c, container)),
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "no blob endpoint: the ticket ledger is unavailable");
                 None
@@ -101,6 +128,8 @@ impl TicketService {
             zendesk,
             ledger,
             limits,
+            secrets: deps.secrets.clone(),
+            qualtrics: deps.qualtrics.clone(),
         })
     }
 }
@@ -118,91 +147,92 @@ fn system_name(s: TicketSystem) -> &'static str {
     }
 }
 
-pub async fn invoke(
-    app: &App,
-    inv: &Invocation,
-    envelope: Envelope<'_>,
-) -> Result<InvocationReply, InvocationError> {
-    let msg = envelope.queue(REQUEST)?;
-    let request = match TicketRequest::parse(&msg.text) {
-        Ok(r) => r,
-        Err(why) => {
-            let why = why.to_string();
-            record_invalid(app, inv, &msg, &why).await;
+impl TicketService {
+    pub async fn invoke(
+        &self,
+        inv: &Invocation,
+        envelope: Envelope<'_>,
+    ) -> Result<InvocationReply, InvocationError> {
+        let msg = envelope.queue(REQUEST)?;
+        let request = match TicketRequest::parse(&msg.text) {
+            Ok(r) => r,
+            Err(why) => {
+                let why = why.to_string();
+                self.record_invalid(inv, &msg, &why).await;
+                return Ok(InvocationReply::new()
+                    .queue(DEADLETTER, vec![msg.text])
+                    .log(format!("dead-lettered: {why}"))
+                    .summary(InvocationSummary {
+                        outcome: Some("deadlettered"),
+                        reason: Some(format!("invalid ticket request: {why}")),
+                        severity: Severity::Error,
+                        ..Default::default()
+                    }));
+            }
+        };
+        let svc = self;
+        let Some(mapping) = svc.mappings.get(&request.survey_id) else {
             return Ok(InvocationReply::new()
-                .queue(DEADLETTER, vec![msg.text])
-                .log(format!("dead-lettered: {why}"))
-                .summary(InvocationSummary {
-                    outcome: Some("deadlettered"),
-                    reason: Some(format!("invalid ticket request: {why}")),
-                    severity: Severity::Error,
-                    ..Default::default()
-                }));
+                .log(format!(
+                    "{}/{}: survey raises no tickets; skipped",
+                    request.survey_id, request.response_id
+                ))
+                .summary(summary_of(
+                    &request,
+                    "skipped",
+                    Some("survey raises no tickets"),
+                )));
+        };
+        let Some(ledger) = svc.ledger.as_ref() else {
+            return Err(InvocationError::retry(
+                "the ticket ledger is unavailable (no storage connection)",
+            ));
+        };
+        Attempt {
+            svc,
+            inv,
+            msg: &msg,
+            request: &request,
+            mapping,
+            ledger,
+            blob: Ledger::blob_name(&request.survey_id, &request.response_id),
         }
-    };
-    let svc = &app.tickets;
-    let Some(mapping) = svc.mappings.get(&request.survey_id) else {
-        return Ok(InvocationReply::new()
-            .log(format!(
-                "{}/{}: survey raises no tickets; skipped",
-                request.survey_id, request.response_id
-            ))
-            .summary(summary_of(
-                &request,
-                "skipped",
-                Some("survey raises no tickets"),
-            )));
-    };
-    let Some(ledger) = svc.ledger.as_ref() else {
-        return Err(InvocationError::Retry(
-            "the ticket ledger is unavailable (no storage connection)".into(),
-        ));
-    };
-    Attempt {
-        app,
-        svc,
-        inv,
-        msg: &msg,
-        request: &request,
-        mapping,
-        ledger,
-        blob: Ledger::blob_name(&request.survey_id, &request.response_id),
+        .run()
+        .await
     }
-    .run()
-    .await
-}
 
-/// A message whose ids are usable but which can never succeed (bad version or source): the
-/// ledger says why. Messages without usable ids are only logged (they have no ledger path).
-async fn record_invalid(app: &App, inv: &Invocation, msg: &QueueTrigger, why: &str) {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&msg.text) else {
-        return;
-    };
-    let (Some(s), Some(r)) = (v["surveyId"].as_str(), v["responseId"].as_str()) else {
-        return;
-    };
-    let ok =
-        crate::messages::is_qualtrics_id(s, "SV_") && crate::messages::is_qualtrics_id(r, "R_");
-    let Some(ledger) = app.tickets.ledger.as_ref().filter(|_| ok) else {
-        return;
-    };
-    let blob = Ledger::blob_name(s, r);
-    let entry = Entry {
-        v: 1,
-        survey_id: s.into(),
-        response_id: r.into(),
-        state: State::Failed,
-        system: None,
-        claim: claim_of(inv, msg),
-        ticket: None,
-        reason: Some(format!("invalid request (dead-lettered): {why}")),
-        retryable: true,
-        attempts: 0,
-        updated_at: now_rfc3339(),
-    };
-    // Never overwrite a real outcome: create only.
-    if let Err(e) = ledger.create(&blob, &entry).await {
-        tracing::warn!(error = %e, "cannot record the invalid request in the ledger");
+    /// A message whose ids are usable but which can never succeed (bad version or source): the
+    /// ledger says why. Messages without usable ids are only logged (they have no ledger path).
+    async fn record_invalid(&self, inv: &Invocation, msg: &QueueTrigger, why: &str) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&msg.text) else {
+            return;
+        };
+        let (Some(s), Some(r)) = (v["surveyId"].as_str(), v["responseId"].as_str()) else {
+            return;
+        };
+        let ok =
+            crate::messages::is_qualtrics_id(s, "SV_") && crate::messages::is_qualtrics_id(r, "R_");
+        let Some(ledger) = self.ledger.as_ref().filter(|_| ok) else {
+            return;
+        };
+        let blob = Ledger::blob_name(s, r);
+        let entry = Entry {
+            v: 1,
+            survey_id: s.into(),
+            response_id: r.into(),
+            state: State::Failed,
+            system: None,
+            claim: claim_of(inv, msg),
+            ticket: None,
+            reason: Some(format!("invalid request (dead-lettered): {why}")),
+            retryable: true,
+            attempts: 0,
+            updated_at: now_rfc3339(),
+        };
+        // Never overwrite a real outcome: create only.
+        if let Err(e) = ledger.create(&blob, &entry).await {
+            tracing::warn!(error = %e, "cannot record the invalid request in the ledger");
+        }
     }
 }
 
@@ -231,7 +261,6 @@ fn claim_of(inv: &Invocation, msg: &QueueTrigger) -> Claim {
 }
 
 struct Attempt<'a> {
-    app: &'a App,
     svc: &'a TicketService,
     inv: &'a Invocation,
     msg: &'a QueueTrigger,
@@ -270,7 +299,7 @@ impl Attempt<'_> {
     }
 
     fn ledger_err(e: ledger::LedgerError) -> InvocationError {
-        InvocationError::Retry(e.to_string())
+        InvocationError::retry_from("ticket ledger", e)
     }
 
     fn judge(&self, e: &Entry) -> Seen {
@@ -361,7 +390,7 @@ impl Attempt<'_> {
                     }
                     Seen::Busy(why) => {
                         if started.elapsed() >= busy_limit {
-                            return Err(InvocationError::Retry(format!("{}: {why}", self.ids())));
+                            return Err(InvocationError::retry(format!("{}: {why}", self.ids())));
                         }
                         tokio::time::sleep(Duration::from_millis(250)).await;
                         continue;
@@ -370,7 +399,7 @@ impl Attempt<'_> {
             }
             conflicts += 1;
             if conflicts >= 10 {
-                return Err(InvocationError::Retry(format!(
+                return Err(InvocationError::retry(format!(
                     "{}: the ledger keeps changing under this worker",
                     self.ids()
                 )));
@@ -433,7 +462,7 @@ impl Attempt<'_> {
                 } else {
                     format!("transient (attempt {}): {why}", self.msg.dequeue_count)
                 });
-                (None, Some(InvocationError::Retry(format!("{ids}: {why}"))))
+                (None, Some(InvocationError::retry(format!("{ids}: {why}"))))
             }
             Err(CallError::Permanent(why) | CallError::Auth(why)) => {
                 let mut summary = summary_of(self.request, "deadlettered", Some(&why));
@@ -461,7 +490,7 @@ impl Attempt<'_> {
             Err(e) => {
                 if error.is_none() && entry.state != State::Failed {
                     // The next attempt finds the ticket by lookup and records it.
-                    return Err(InvocationError::Retry(format!(
+                    return Err(InvocationError::retry(format!(
                         "{ids}: outcome not recorded: {e}"
                     )));
                 }
@@ -476,14 +505,14 @@ impl Attempt<'_> {
     }
 
     async fn fetch(&self) -> Result<ResponseView, CallError> {
-        let Some(q) = self.app.qualtrics.as_ref() else {
+        let Some(q) = self.svc.qualtrics.as_deref() else {
             return Err(CallError::Permanent(
                 "setting QUALTRICS_BASE_URL is not set: cannot fetch the response".into(),
             ));
         };
         match q
             .get_response(
-                &self.app.secrets,
+                &self.svc.secrets,
                 &self.request.survey_id,
                 &self.request.response_id,
             )
@@ -515,7 +544,7 @@ impl Attempt<'_> {
             "qualtrics:{}:{}",
             self.request.survey_id, self.request.response_id
         );
-        let secrets = &self.app.secrets;
+        let secrets = &self.svc.secrets;
         let mut spent = Duration::ZERO;
         let mut refreshed = false;
         loop {

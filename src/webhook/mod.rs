@@ -15,15 +15,24 @@
 
 pub mod verify;
 
-use crate::host::{Envelope, HttpOutput, HttpTrigger, InvocationError, InvocationReply};
+use crate::deps::Deps;
+use crate::host::{
+    Envelope, FunctionSpec, HttpOutput, HttpTrigger, Invocation, InvocationError, InvocationReply,
+    Trigger,
+};
 use crate::messages::{RequestSource, TicketRequest};
-use crate::secrets::{Secret, SecretName};
-use crate::startup::App;
+use crate::secrets::{RotatingKeys, Secret, SecretName, SecretsProvider, Verified};
 use crate::telemetry::{InvocationSummary, Severity};
+use std::sync::Arc;
 use verify::{FormError, HmacKey, PayloadError, SignatureError, Subject};
 
-pub const FUNCTION: &str = "QualtricsWebhook";
 const REQUEST: &str = "req";
+pub const SPEC: FunctionSpec = FunctionSpec {
+    name: "QualtricsWebhook",
+    trigger: Trigger::Http,
+    input: REQUEST,
+};
+const FUNCTION: &str = SPEC.name;
 const RESPONSE: &str = "res";
 const TICKETS: &str = "tickets";
 /// Largest delivery accepted (Qualtrics deliveries are well under 10 KB).
@@ -92,6 +101,42 @@ impl Refusal {
     }
 }
 
+/// What the webhook knows of one `[[surveys]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSurvey {
+    pub id: String,
+    /// The survey raises tickets (`[surveys.tickets]`).
+    pub tickets: bool,
+    /// Unsigned flat-form deliveries are accepted (`allow_unsigned`).
+    pub allow_unsigned: bool,
+}
+
+/// `QualtricsWebhook`'s state: the surveys it accepts, the secrets and the ready webhook keys.
+#[derive(Debug)]
+pub struct WebhookService {
+    surveys: Vec<WebhookSurvey>,
+    secrets: Arc<SecretsProvider>,
+    keys: RotatingKeys<HmacKey>,
+}
+
+impl WebhookService {
+    pub fn build(surveys: Vec<WebhookSurvey>, deps: &Deps) -> Self {
+        Self {
+            surveys,
+            secrets: deps.secrets.clone(),
+            keys: RotatingKeys::new(
+                SecretName::QualtricsWebhookKey,
+                SecretName::QualtricsWebhookKeyPrevious,
+                HmacKey::new,
+            ),
+        }
+    }
+
+    fn survey(&self, id: &str) -> Option<&WebhookSurvey> {
+        self.surveys.iter().find(|s| s.id == id)
+    }
+}
+
 /// How a delivery proved where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
@@ -123,22 +168,28 @@ pub struct Delivery {
     pub auth: Auth,
 }
 
-pub async fn invoke(app: &App, envelope: Envelope<'_>) -> Result<InvocationReply, InvocationError> {
-    let req = envelope.http(REQUEST)?;
-    if req.method.eq_ignore_ascii_case("GET") {
-        return Ok(InvocationReply::new()
-            .http(RESPONSE, HttpOutput::json(200, r#"{"status":"ok"}"#))
-            .log(format!("GET {FUNCTION} -> 200")));
+impl WebhookService {
+    pub async fn invoke(
+        &self,
+        _inv: &Invocation,
+        envelope: Envelope<'_>,
+    ) -> Result<InvocationReply, InvocationError> {
+        let req = envelope.http(REQUEST)?;
+        if req.method.eq_ignore_ascii_case("GET") {
+            return Ok(InvocationReply::new()
+                .http(RESPONSE, HttpOutput::json(200, r#"{"status":"ok"}"#))
+                .log(format!("GET {FUNCTION} -> 200")));
+        }
+        let intake = if req.method.eq_ignore_ascii_case("POST") {
+            intake(self, &req).await
+        } else {
+            Err(Refusal::Method)
+        };
+        Ok(match intake {
+            Ok(delivery) => accept(self, delivery),
+            Err(refusal) => refuse(refusal),
+        })
     }
-    let intake = if req.method.eq_ignore_ascii_case("POST") {
-        intake(app, &req).await
-    } else {
-        Err(Refusal::Method)
-    };
-    Ok(match intake {
-        Ok(delivery) => accept(app, delivery),
-        Err(refusal) => refuse(refusal),
-    })
 }
 
 fn refuse(refusal: Refusal) -> InvocationReply {
@@ -165,16 +216,16 @@ fn refuse(refusal: Refusal) -> InvocationReply {
         })
 }
 
-fn accept(app: &App, d: Delivery) -> InvocationReply {
+fn accept(svc: &WebhookService, d: Delivery) -> InvocationReply {
     let Delivery {
         subject,
         topic,
         auth,
     } = d;
-    let survey = app.bridge.survey(&subject.survey_id);
+    let survey = svc.survey(&subject.survey_id);
     let skip = match survey {
         None => Some("unknown survey"),
-        Some(s) if s.tickets.is_none() => Some("survey raises no tickets"),
+        Some(s) if !s.tickets => Some("survey raises no tickets"),
         Some(_) if !subject.is_complete() => Some("response is not Complete"),
         Some(_) => None,
     };
@@ -257,7 +308,7 @@ fn received_at() -> String {
 }
 
 /// Checks one POST and says what it is about, or why it is refused.
-pub async fn intake(app: &App, req: &HttpTrigger<'_>) -> Result<Delivery, Refusal> {
+pub async fn intake(svc: &WebhookService, req: &HttpTrigger<'_>) -> Result<Delivery, Refusal> {
     let body = req.raw_body().unwrap_or("");
     if body.len() > MAX_BODY_BYTES {
         return Err(Refusal::TooLarge);
@@ -276,19 +327,19 @@ pub async fn intake(app: &App, req: &HttpTrigger<'_>) -> Result<Delivery, Refusa
         return Err(Refusal::NotUtf8);
     }
     if is_form {
-        form_delivery(app, body).await
+        form_delivery(svc, body).await
     } else {
-        workflow_delivery(app, req, body).await
+        workflow_delivery(svc, req, body).await
     }
 }
 
-async fn form_delivery(app: &App, body: &str) -> Result<Delivery, Refusal> {
+async fn form_delivery(svc: &WebhookService, body: &str) -> Result<Delivery, Refusal> {
     let form = verify::parse_form(body)?;
     let topic = form.topic.as_deref().and_then(clean_topic);
     if form.is_signed_shape() {
         let msg = form.msg.as_deref().ok_or(Refusal::HmacWithoutMsg)?;
         let hmac = form.hmac.as_deref().ok_or(Refusal::MissingHmac)?;
-        let key = verify_signature(app, msg, hmac).await?;
+        let key = verify_signature(svc, msg, hmac).await?;
         // Only now is MSG trusted; the ids come from it, never from Topic.
         let subject = verify::parse_msg(msg)?;
         return Ok(Delivery {
@@ -301,8 +352,7 @@ async fn form_delivery(app: &App, body: &str) -> Result<Delivery, Refusal> {
         return Err(Refusal::NotADelivery);
     }
     let subject = verify::flat_subject(&form)?;
-    let allowed = app
-        .bridge
+    let allowed = svc
         .survey(&subject.survey_id)
         .is_some_and(|s| s.allow_unsigned);
     if !allowed {
@@ -316,7 +366,7 @@ async fn form_delivery(app: &App, body: &str) -> Result<Delivery, Refusal> {
 }
 
 async fn workflow_delivery(
-    app: &App,
+    svc: &WebhookService,
     req: &HttpTrigger<'_>,
     body: &str,
 ) -> Result<Delivery, Refusal> {
@@ -331,17 +381,17 @@ async fn workflow_delivery(
             .as_ref()
             .is_some_and(|t| verify::token_matches(t.expose().as_bytes(), presented.as_bytes()))
     };
-    let token = app
+    let token = svc
         .secrets
         .get(name)
         .await
         .map_err(|_| Refusal::SecretsUnavailable)?;
     if !matches(&token) {
         // The token may have been rotated since it was cached.
-        if !matches!(app.secrets.refresh(name).await, Ok(true)) {
+        if !matches!(svc.secrets.refresh(name).await, Ok(true)) {
             return Err(Refusal::Token);
         }
-        let token = app.secrets.get(name).await.map_err(|_| Refusal::Token)?;
+        let token = svc.secrets.get(name).await.map_err(|_| Refusal::Token)?;
         if !matches(&token) {
             return Err(Refusal::Token);
         }
@@ -353,88 +403,31 @@ async fn workflow_delivery(
     })
 }
 
-const KEYS: [SecretName; 2] = [
-    SecretName::QualtricsWebhookKey,
-    SecretName::QualtricsWebhookKeyPrevious,
-];
-
-/// The webhook keys, keyed for HMAC once per key value rather than once per delivery.
-#[derive(Debug, Default)]
-pub struct KeyCache(std::sync::Mutex<Vec<(SecretName, Secret, HmacKey)>>);
-
-impl KeyCache {
-    /// The ready key for `name`'s current `value`, made (and remembered) on first use.
-    fn key(&self, name: SecretName, value: Secret) -> HmacKey {
-        let Ok(mut cache) = self.0.lock() else {
-            return HmacKey::new(value.expose().as_bytes());
-        };
-        if let Some((_, _, key)) = cache
-            .iter()
-            .find(|(n, v, _)| *n == name && v.expose() == value.expose())
-        {
-            return key.clone();
-        }
-        let key = HmacKey::new(value.expose().as_bytes());
-        cache.retain(|(n, _, _)| *n != name);
-        cache.push((name, value, key.clone()));
-        key
-    }
-}
-
-/// The configured webhook keys (current first). A failure to read the current key is
-/// transient; a failure to read the previous one only loses the rotation grace.
-async fn webhook_keys(app: &App) -> Result<(Vec<SecretName>, Vec<HmacKey>), Refusal> {
-    let (mut names, mut keys) = (Vec::with_capacity(2), Vec::with_capacity(2));
-    for name in KEYS {
-        match app.secrets.get(name).await {
-            Ok(Some(s)) => {
-                keys.push(app.webhook_keys.key(name, s));
-                names.push(name);
-            }
-            Ok(None) => {}
-            Err(e) if name == SecretName::QualtricsWebhookKey => {
-                tracing::error!(function = FUNCTION, error = %e, "webhook key unavailable");
-                return Err(Refusal::SecretsUnavailable);
-            }
-            Err(e) => {
-                tracing::warn!(function = FUNCTION, error = %e, "previous webhook key unavailable")
-            }
-        }
-    }
-    Ok((names, keys))
-}
-
-fn check(
-    (names, keys): &(Vec<SecretName>, Vec<HmacKey>),
+/// Verifies `HMAC` against the current and previous webhook keys; on a mismatch with every
+/// cached key, the keys are re-read once (rate-limited by the provider) in case they were
+/// rotated, then it decides.
+async fn verify_signature(
+    svc: &WebhookService,
     msg: &str,
     hmac: &str,
-) -> Result<SecretName, SignatureError> {
-    verify::verify_hmac(msg.as_bytes(), hmac, keys).map(|i| names[i])
-}
-
-/// Verifies `HMAC`; on a mismatch with every cached key, re-reads the keys once (rate-limited
-/// by the provider) in case they were rotated, then decides.
-async fn verify_signature(app: &App, msg: &str, hmac: &str) -> Result<SecretName, Refusal> {
-    let keys = webhook_keys(app).await?;
-    match check(&keys, msg, hmac) {
-        Ok(name) => Ok(name),
-        Err(SignatureError::Malformed) => Err(SignatureError::Malformed.into()),
-        Err(first) => {
-            let mut refreshed = false;
-            for name in KEYS {
-                refreshed |= matches!(app.secrets.refresh(name).await, Ok(true));
+) -> Result<SecretName, Refusal> {
+    let check = |keys: &[HmacKey]| verify::verify_hmac(msg.as_bytes(), hmac, keys);
+    // A malformed HMAC cannot match any key, rotated or not.
+    let worth_rereading = |e: &SignatureError| *e != SignatureError::Malformed;
+    match svc.keys.verify(&svc.secrets, check, worth_rereading).await {
+        Ok(Verified::Key(name)) => Ok(name),
+        Ok(Verified::Refused(e)) => {
+            if e == SignatureError::NoKey {
+                tracing::error!(
+                    function = FUNCTION,
+                    "no webhook key configured: every signed delivery is refused"
+                );
             }
-            if !refreshed {
-                if first == SignatureError::NoKey {
-                    tracing::error!(
-                        function = FUNCTION,
-                        "no webhook key configured: every signed delivery is refused"
-                    );
-                }
-                return Err(first.into());
-            }
-            let keys = webhook_keys(app).await?;
-            check(&keys, msg, hmac).map_err(Refusal::from)
+            Err(e.into())
+        }
+        Err(e) => {
+            tracing::error!(function = FUNCTION, error = %e, "webhook key unavailable");
+            Err(Refusal::SecretsUnavailable)
         }
     }
 }
@@ -455,20 +448,21 @@ fn clean_topic(topic: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BridgeConfig;
     use serde_json::{json, Value};
 
-    /// The app as start-up builds it (no bridge file), with `toml` as its survey table.
-    fn app(toml: &str) -> App {
-        let dir = std::env::temp_dir();
-        let settings = crate::config::HandlerSettings {
-            port: 1,
-            bridge_config: dir.join("webhook-unit-no-such-bridge.toml"),
-            app_root: dir,
-        };
-        let mut app = App::load(&settings).unwrap();
-        app.bridge = BridgeConfig::parse(toml).unwrap();
-        app
+    /// The service as start-up builds it from `toml`'s survey table, without settings.
+    fn app(toml: &str) -> WebhookService {
+        let bridge = crate::config::BridgeConfig::parse(toml).unwrap();
+        let surveys = bridge
+            .surveys
+            .iter()
+            .map(|s| WebhookSurvey {
+                id: s.id.clone(),
+                tickets: s.tickets.is_some(),
+                allow_unsigned: s.allow_unsigned,
+            })
+            .collect();
+        WebhookService::build(surveys, &Deps::for_tests())
     }
 
     /// The host's envelope of an HTTP request, as bytes.
@@ -483,9 +477,16 @@ mod tests {
             .into_bytes()
     }
 
-    async fn run(app: &App, headers: Value, body: Option<&str>) -> Value {
+    async fn run(app: &WebhookService, headers: Value, body: Option<&str>) -> Value {
         let bytes = envelope("POST", headers, body);
-        let reply = invoke(app, Envelope::parse(&bytes).unwrap()).await.unwrap();
+        let inv = Invocation {
+            id: "unit".into(),
+            function: &SPEC,
+        };
+        let reply = app
+            .invoke(&inv, Envelope::parse(&bytes).unwrap())
+            .await
+            .unwrap();
         serde_json::from_slice(&reply.to_json()).unwrap()
     }
 

@@ -1,0 +1,126 @@
+//! The one list of functions: each variant names a capability's [`FunctionSpec`], and the
+//! exhaustive `match` in [`Functions::invoke`] (no `_` arm) is the only dispatch, used by
+//! start-up's routing. Adding a function is a module with its `SPEC` and service, a variant
+//! here, its arm in each `match`, and its `functions/{Name}/function.json`.
+
+use crate::config::BridgeConfig;
+use crate::deps::Deps;
+use crate::env::SettingError;
+use crate::export::{self, ExportService, Job, JobKind};
+use crate::host::{Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply};
+use crate::tickets::{self, TicketBuildError, TicketService};
+use crate::webhook::{self, WebhookService, WebhookSurvey};
+
+/// A function the host may invoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    QualtricsWebhook,
+    ExportPoller,
+    TicketCreator,
+}
+
+impl Function {
+    pub const ALL: [Function; 3] = [
+        Function::QualtricsWebhook,
+        Function::ExportPoller,
+        Function::TicketCreator,
+    ];
+
+    pub fn spec(self) -> &'static FunctionSpec {
+        match self {
+            Function::QualtricsWebhook => &webhook::SPEC,
+            Function::ExportPoller => &export::SPEC,
+            Function::TicketCreator => &tickets::SPEC,
+        }
+    }
+
+    /// The function whose folder (and route) is `name`; `None` for any other name.
+    pub fn named(name: &str) -> Option<Function> {
+        Self::ALL.into_iter().find(|f| f.spec().name == name)
+    }
+}
+
+/// A capability could not be built from the configuration and settings.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Tickets(#[from] TicketBuildError),
+    #[error(transparent)]
+    Export(#[from] SettingError),
+}
+
+/// Every capability's state, built once at start-up from its slice of `bridge.toml` and the
+/// shared clients.
+#[derive(Debug)]
+pub struct Functions {
+    webhook: WebhookService,
+    export: ExportService,
+    tickets: TicketService,
+}
+
+impl Functions {
+    pub fn build(bridge: &BridgeConfig, deps: &Deps) -> Result<Self, BuildError> {
+        let surveys = &bridge.surveys;
+        let webhook = WebhookService::build(
+            surveys
+                .iter()
+                .map(|s| WebhookSurvey {
+                    id: s.id.clone(),
+                    tickets: s.tickets.is_some(),
+                    allow_unsigned: s.allow_unsigned,
+                })
+                .collect(),
+            deps,
+        );
+        let jobs = surveys
+            .iter()
+            .filter(|s| s.export)
+            .map(|s| Job {
+                survey_id: s.id.clone(),
+                tickets: s.tickets.is_some(),
+                kind: JobKind::Incremental,
+            })
+            .collect();
+        let export = ExportService::build(jobs, deps)?;
+        let routes = surveys
+            .iter()
+            .filter_map(|s| Some((s.id.as_str(), s.tickets.as_ref()?)));
+        let tickets = TicketService::build(routes, &bridge.ticketing, deps)?;
+        Ok(Self {
+            webhook,
+            export,
+            tickets,
+        })
+    }
+
+    pub async fn invoke(
+        &self,
+        function: Function,
+        inv: &Invocation,
+        envelope: Envelope<'_>,
+    ) -> Result<InvocationReply, InvocationError> {
+        match function {
+            // The hot path, unboxed.
+            Function::QualtricsWebhook => self.webhook.invoke(inv, envelope).await,
+            // Boxed: their futures are large, and would make every webhook's future (moved
+            // on each call) as large.
+            Function::ExportPoller => Box::pin(self.export.invoke(inv, envelope)).await,
+            Function::TicketCreator => Box::pin(self.tickets.invoke(inv, envelope)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_resolve_to_their_function() {
+        for f in Function::ALL {
+            assert_eq!(Function::named(f.spec().name), Some(f));
+        }
+        assert_eq!(Function::named("NoSuchFunction"), None);
+        assert_eq!(Function::named(""), None);
+        assert_eq!(Function::named("qualtricswebhook"), None);
+    }
+}
