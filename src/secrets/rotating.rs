@@ -142,3 +142,61 @@ impl<K: Clone> RotatingKeys<K> {
         Verified::Key(keys.name(i).unwrap_or(self.current))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key is its secret's bytes, so a check can say which value it was made from.
+    fn keys() -> RotatingKeys<Vec<u8>> {
+        RotatingKeys::new(
+            SecretName::ZendeskApiToken,
+            SecretName::ServicenowPassword,
+            |b| b.to_vec(),
+        )
+    }
+
+    fn check(want: &'static [u8]) -> impl Fn(&[Vec<u8>]) -> Result<usize, &'static str> {
+        move |keys| keys.iter().position(|k| k == want).ok_or("mismatch")
+    }
+
+    /// The only test touching these two variables (secrets come from the environment here).
+    #[tokio::test]
+    async fn current_previous_one_reread_and_no_empty_key() {
+        let (current, previous) = ("ZENDESK_API_TOKEN", "SERVICENOW_PASSWORD");
+        std::env::set_var(current, "k1");
+        std::env::set_var(previous, "k0");
+        let secrets = SecretsProvider::from_env();
+        let rotating = keys();
+        let any = |_: &&str| true;
+        let v = rotating.verify(&secrets, check(b"k1"), any).await.unwrap();
+        assert_eq!(v, Verified::Key(SecretName::ZendeskApiToken));
+        let v = rotating.verify(&secrets, check(b"k0"), any).await.unwrap();
+        assert_eq!(v, Verified::Key(SecretName::ServicenowPassword));
+
+        // Rotated behind the cache: a mismatch re-reads once and then matches.
+        std::env::set_var(current, "k2");
+        let v = rotating.verify(&secrets, check(b"k2"), any).await.unwrap();
+        assert_eq!(v, Verified::Key(SecretName::ZendeskApiToken));
+        // A refusal the check says no key could fix is not worth a re-read.
+        std::env::set_var(current, "k3");
+        let none = |_: &&str| false;
+        let v = rotating.verify(&secrets, check(b"k3"), none).await.unwrap();
+        assert_eq!(v, Verified::Refused("mismatch"));
+
+        // An empty value is no key: never made, so nothing can match it (whether or not the
+        // source reports an empty secret as absent).
+        let rotating = keys();
+        assert_eq!(rotating.key(SecretName::ZendeskApiToken, Secret::new("")), None);
+        std::env::set_var(current, "");
+        std::env::set_var(previous, "k0");
+        let secrets = SecretsProvider::from_env();
+        let got = rotating.keys(&secrets).await.unwrap();
+        assert_eq!(got.keys(), [b"k0".to_vec()]);
+        assert_eq!(got.name(0), Some(SecretName::ServicenowPassword));
+        let v = rotating.verify(&secrets, check(b""), any).await.unwrap();
+        assert_eq!(v, Verified::Refused("mismatch"));
+        std::env::remove_var(current);
+        std::env::remove_var(previous);
+    }
+}
