@@ -18,6 +18,7 @@ pub mod messages;
 pub mod poison;
 pub mod progress;
 pub mod qualtrics;
+pub mod retry_after;
 pub mod secrets;
 pub mod startup;
 pub mod storage;

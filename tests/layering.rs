@@ -24,6 +24,7 @@ const SHARED: &[&str] = &[
     "json",
     "messages",
     "qualtrics",
+    "retry_after",
     "secrets",
     "storage",
     "swar",

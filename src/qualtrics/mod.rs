@@ -689,13 +689,7 @@ impl QualtricsClient {
                         );
                         return Ok(resp);
                     }
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                        .filter(|s| s.is_finite() && *s >= 0.0)
-                        .map(Duration::from_secs_f64);
+                    let retry_after = crate::retry_after::from_headers(resp.headers());
                     let bytes = resp.bytes().await.unwrap_or_default();
                     let err = api_error(op, status, &bytes, header_request_id);
                     let request_id = match &err {

@@ -187,7 +187,10 @@ mod tests {
         // An empty value is no key: never made, so nothing can match it (whether or not the
         // source reports an empty secret as absent).
         let rotating = keys();
-        assert_eq!(rotating.key(SecretName::ZendeskApiToken, Secret::new("")), None);
+        assert_eq!(
+            rotating.key(SecretName::ZendeskApiToken, Secret::new("")),
+            None
+        );
         std::env::set_var(current, "");
         std::env::set_var(previous, "k0");
         let secrets = SecretsProvider::from_env();

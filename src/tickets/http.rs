@@ -55,20 +55,6 @@ pub struct Endpoint {
     budget: Duration,
 }
 
-/// Parses `Retry-After`: delta seconds or an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get("retry-after")?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let fmt = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let at = time::PrimitiveDateTime::parse(v, &fmt).ok()?.assume_utc();
-    let delta = at - time::OffsetDateTime::now_utc();
-    Some(Duration::from_secs_f64(delta.as_seconds_f64().max(0.0)))
-}
-
 impl Endpoint {
     pub fn new(name: &'static str, limits: &TicketingLimits) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
@@ -148,7 +134,7 @@ impl Endpoint {
                 });
             }
             // 429: the body may be plain text (Zendesk); never parse it.
-            let wait = match retry_after(&headers) {
+            let wait = match crate::retry_after::from_headers(&headers) {
                 Some(d) if d > self.max_retry_after => {
                     return Err(CallError::Transient(format!(
                         "{} {what}: rate limited; Retry-After {}s is too long to wait here",
