@@ -21,7 +21,9 @@ use std::time::Duration;
 /// 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT (the Functions host starts it that way).
 /// Operator subcommands read the same app settings (environment variables) and bridge.toml.
 #[derive(Debug, Parser)]
-#[command(name = "qualtrics-bridge", version, about, long_about = None)]
+// `about`/`long_about` come from the doc comment above (a bare `about` would show the crate
+// description instead, and `long_about = None` would drop the paragraphs).
+#[command(name = "qualtrics-bridge", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -107,14 +109,16 @@ and qualtrics-webhook-key secrets (Key Vault with KEY_VAULT_URL, else environmen
 pub enum PoisonCommand {
     /// Show parked messages with the ledger's reason (at most 32, oldest first).
     List {
-        #[arg(long, default_value_t = 32)]
-        limit: u32,
+        /// Show at most this many (1-32; one peek of the queue returns at most 32).
+        /// Absent: all, up to 32.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32))]
+        limit: Option<u32>,
     },
     /// Move messages back to ticket-requests, byte-exact.
     Replay {
-        /// Move at most this many.
-        #[arg(long, default_value_t = u32::MAX)]
-        limit: u32,
+        /// Move at most this many. Absent: all (a --dry-run lists at most 32, one peek).
+        #[arg(long)]
+        limit: Option<u32>,
         /// Print what would move; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -398,35 +402,39 @@ async fn poison(cmd: PoisonCommand) -> ExitCode {
         }
     };
     let result = match cmd {
-        PoisonCommand::List { limit } => crate::poison::list(&storage, limit).await.map(|parked| {
-            if parked.is_empty() {
-                println!("{}: empty", crate::poison::POISON_QUEUE);
-            }
-            for p in parked {
-                let what = match &p.request {
-                    Some(r) => format!("{}/{} ({:?})", r.survey_id, r.response_id, r.source),
-                    None => format!(
-                        "not a ticket request: {}",
-                        p.text().chars().take(120).collect::<String>()
-                    ),
-                };
-                let why = p.ledger.as_deref().unwrap_or("no ledger entry");
-                println!("{}  {}  {what}  — {why}", p.message_id, p.inserted);
-            }
-        }),
-        PoisonCommand::Replay { limit, dry_run } => crate::poison::replay(&storage, limit, dry_run)
+        PoisonCommand::List { limit } => crate::poison::list(&storage, limit.unwrap_or(32))
             .await
-            .map(|report| {
-                let verb = if dry_run { "would move" } else { "moved" };
-                for id in &report.moved {
-                    println!("{verb} {id}");
+            .map(|parked| {
+                if parked.is_empty() {
+                    println!("{}: empty", crate::poison::POISON_QUEUE);
                 }
-                println!(
-                    "{verb} {} message(s) to {}",
-                    report.moved.len(),
-                    crate::poison::TRIGGER_QUEUE
-                );
+                for p in parked {
+                    let what = match &p.request {
+                        Some(r) => format!("{}/{} ({:?})", r.survey_id, r.response_id, r.source),
+                        None => format!(
+                            "not a ticket request: {}",
+                            p.text().chars().take(120).collect::<String>()
+                        ),
+                    };
+                    let why = p.ledger.as_deref().unwrap_or("no ledger entry");
+                    println!("{}  {}  {what}  — {why}", p.message_id, p.inserted);
+                }
             }),
+        PoisonCommand::Replay { limit, dry_run } => {
+            crate::poison::replay(&storage, limit.unwrap_or(u32::MAX), dry_run)
+                .await
+                .map(|report| {
+                    let verb = if dry_run { "would move" } else { "moved" };
+                    for id in &report.moved {
+                        println!("{verb} {id}");
+                    }
+                    println!(
+                        "{verb} {} message(s) to {}",
+                        report.moved.len(),
+                        crate::poison::TRIGGER_QUEUE
+                    );
+                })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -529,7 +537,32 @@ fn mask(name: &str, value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_since;
+    use super::{parse_since, Cli};
+    use clap::CommandFactory;
+
+    /// The doc comments are the help: the top level's paragraphs, and every `--limit` says
+    /// its default and cap.
+    #[test]
+    fn help_shows_the_doc_comments() {
+        let mut cli = Cli::command();
+        let top = cli.render_long_help().to_string();
+        assert!(top.contains("Qualtrics feedback"), "{top}");
+        assert!(top.contains("Azure Functions custom handler"), "{top}");
+        let poison = cli.find_subcommand_mut("poison").unwrap();
+        let list = poison
+            .find_subcommand_mut("list")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(list.contains("Absent: all, up to 32"), "{list}");
+        let replay = poison
+            .find_subcommand_mut("replay")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(replay.contains("Absent: all"), "{replay}");
+        assert!(!replay.contains("4294967295"), "{replay}");
+    }
 
     #[test]
     fn since_is_sent_as_utc() {
