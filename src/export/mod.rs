@@ -125,10 +125,6 @@ impl ExportService {
             qualtrics: deps.qualtrics.clone(),
         }
     }
-
-    pub fn settings(&self) -> &ExportSettings {
-        &self.settings
-    }
 }
 
 /// `Inflight::mode` of a backfill.
