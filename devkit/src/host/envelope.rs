@@ -329,18 +329,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn queue_message_is_double_encoded_with_string_metadata() {
-        let m = QueueDelivery {
-            text: r#"{"a":1}"#.into(),
+    fn delivery(text: &str) -> QueueDelivery {
+        QueueDelivery {
+            text: text.into(),
             id: "52d5".into(),
             pop_receipt: "MThG".into(),
             dequeue_count: 1,
             insertion_time: "t".into(),
             expiration_time: "t".into(),
             next_visible_time: "t".into(),
-        };
-        let v = queue_envelope("F", "msg", &m, "now");
+        }
+    }
+
+    #[test]
+    fn queue_message_is_double_encoded_with_string_metadata() {
+        let v = queue_envelope("F", "msg", &delivery(r#"{"a":1}"#), "now");
         let wire = v.to_string();
         assert!(wire.contains(r#""msg":"\"{\\\"a\\\":1}\"""#), "{wire}");
         assert_eq!(v["Metadata"]["DequeueCount"], "1");
@@ -353,16 +356,8 @@ mod tests {
 
     #[test]
     fn message_properties_overwrite_metadata_as_the_host_prints_them() {
-        let m = QueueDelivery {
-            text: r#"{"DequeueCount":3,"ok":true,"no":false,"x":1.5,"big":1e20,"tiny":0.00001,"whole":2.0,"s":"t","o":{"k":1},"l":[1],"n":null,"Id":null}"#.into(),
-            id: "52d5".into(),
-            pop_receipt: "MThG".into(),
-            dequeue_count: 1,
-            insertion_time: "t".into(),
-            expiration_time: "t".into(),
-            next_visible_time: "t".into(),
-        };
-        let v = queue_envelope("F", "msg", &m, "now");
+        let text = r#"{"DequeueCount":3,"ok":true,"no":false,"x":1.5,"big":1e20,"tiny":0.00001,"whole":2.0,"s":"t","o":{"k":1},"l":[1],"n":null,"Id":null}"#;
+        let v = queue_envelope("F", "msg", &delivery(text), "now");
         let md = &v["Metadata"];
         assert_eq!(md["DequeueCount"], "\"3\"");
         assert_eq!(md["ok"], "\"True\"");
