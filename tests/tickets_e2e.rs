@@ -121,25 +121,9 @@ fn runs(stack: &Stack) -> Vec<devkit::host::InvocationRecord> {
         .collect()
 }
 
-/// Waits until the trigger queue is empty and no invocation has finished for a moment.
+/// Waits until every ticket request is done (see `Stack::settle`).
 async fn settle(stack: &Stack) {
-    let mut last = usize::MAX;
-    let mut quiet = 0;
-    for _ in 0..600 {
-        let n = runs(stack).len();
-        let empty = stack.queue_texts(TICKETS).await.is_empty();
-        if empty && n == last {
-            quiet += 1;
-            if quiet >= 6 {
-                return;
-            }
-        } else {
-            quiet = 0;
-        }
-        last = n;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("the ticket queue never settled");
+    stack.settle(Duration::from_secs(150)).await;
 }
 
 fn correlation(response: &str) -> String {
