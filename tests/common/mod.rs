@@ -123,7 +123,8 @@ impl StackBuilder {
             Some(dir) => Azurite::start_persistent(dir.path()).await,
             None => Azurite::start().await,
         }
-        .expect("azurite starts");
+        // Display, not Debug: the error says what to install.
+        .unwrap_or_else(|e| panic!("azurite starts: {e}"));
         let app_dir = tempfile::tempdir().expect("temp dir");
         devkit::staging::stage(
             &repo_root(),
