@@ -164,6 +164,14 @@ async fn fire_into_crash(stack: &Stack, point: &str) {
     stack.host.restart_handler().await.unwrap();
 }
 
+/// A stack (without tickets) whose first run aborted at `point`, restarted.
+async fn crashed_at(fake: &FakeQualtrics, point: &str) -> (Stack, Storage) {
+    let stack = start(fake, false, &[("BRIDGE_TEST_CRASH_AT", point)]).await;
+    fire_into_crash(&stack, point).await;
+    let s = storage(&stack);
+    (stack, s)
+}
+
 /// Fires the timer and SIGKILLs the handler from outside once it has asked for the export file
 /// (the fake holds the download): the kill lands after `inflight` is written, before a byte is
 /// read.
@@ -195,6 +203,11 @@ async fn fire(stack: &Stack) -> Vec<String> {
 
 fn joined(logs: &[String]) -> String {
     logs.join(" | ")
+}
+
+/// Export jobs started (every POST to the fake is one).
+fn export_starts(fake: &FakeQualtrics) -> usize {
+    fake.calls().iter().filter(|c| c.method == "POST").count()
 }
 
 fn file_downloads(fake: &FakeQualtrics) -> Vec<String> {
@@ -286,14 +299,7 @@ async fn reconciliation_reply_is_bounded_and_the_rest_carries_over() {
 async fn killed_between_blob_commit_and_state_write_is_repaired_without_duplicates() {
     let fake = FakeQualtrics::start(TOKEN).await.unwrap();
     fake.add_responses(SV, 4);
-    let stack = start(
-        &fake,
-        false,
-        &[("BRIDGE_TEST_CRASH_AT", "after-blob-commit")],
-    )
-    .await;
-    let s = storage(&stack);
-    fire_into_crash(&stack, "after-blob-commit").await;
+    let (stack, s) = crashed_at(&fake, "after-blob-commit").await;
     // The blob is committed, the state still points at the old (absent) token.
     assert_eq!(exported(&s).await.len(), 1);
     let st = state(&s).await;
@@ -320,14 +326,7 @@ async fn killed_between_blob_commit_and_state_write_is_repaired_without_duplicat
 async fn killed_before_blob_commit_is_repaired_into_the_same_blob() {
     let fake = FakeQualtrics::start(TOKEN).await.unwrap();
     fake.add_responses(SV, 4);
-    let stack = start(
-        &fake,
-        false,
-        &[("BRIDGE_TEST_CRASH_AT", "before-blob-commit")],
-    )
-    .await;
-    let s = storage(&stack);
-    fire_into_crash(&stack, "before-blob-commit").await;
+    let (stack, s) = crashed_at(&fake, "before-blob-commit").await;
     // Every block is staged and the summary saved, but nothing is committed.
     assert!(exported(&s).await.is_empty(), "nothing committed yet");
     let st = state(&s).await;
@@ -353,9 +352,7 @@ async fn killed_before_blob_commit_is_repaired_into_the_same_blob() {
 async fn killed_mid_stream_is_repaired_by_downloading_the_same_file_again() {
     let fake = FakeQualtrics::start(TOKEN).await.unwrap();
     fake.add_synthetic_survey(SV, 3000, 2000);
-    let stack = start(&fake, false, &[("BRIDGE_TEST_CRASH_AT", "mid-stream")]).await;
-    let s = storage(&stack);
-    fire_into_crash(&stack, "mid-stream").await;
+    let (stack, s) = crashed_at(&fake, "mid-stream").await;
     assert!(
         exported(&s).await.is_empty(),
         "nothing may be committed mid-stream"
@@ -392,8 +389,11 @@ async fn killed_after_inflight_is_repaired_by_downloading_the_recorded_file() {
         downloads[0].contains(&file),
         "the repair reads the recorded file"
     );
-    let starts = fake.calls().iter().filter(|c| c.method == "POST").count();
-    assert_eq!(starts, 2, "no new export for the repaired increment");
+    assert_eq!(
+        export_starts(&fake),
+        2,
+        "no new export for the repaired increment"
+    );
     assert_exported_as_served(&s, &fake).await;
 }
 
@@ -572,8 +572,11 @@ async fn overlapping_invocations_export_a_survey_once() {
         logs.contains("exported 6") && logs.contains("holds the lease"),
         "{logs}"
     );
-    let starts = fake.calls().iter().filter(|c| c.method == "POST").count();
-    assert_eq!(starts, 1, "only one export job for the survey");
+    assert_eq!(
+        export_starts(&fake),
+        1,
+        "only one export job for the survey"
+    );
     assert_exported_as_served(&s, &fake).await;
 }
 
