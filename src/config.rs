@@ -116,7 +116,7 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
     SettingSpec {
         name: "BRIDGE_TEST_CRASH_AT",
         source: SettingSource::Optional,
-        meaning: "test-only fault hook: abort the handler at a named export point (docs/export.md); never set in Azure",
+        meaning: "test-only fault hook: abort the handler once at a named export point (docs/export.md); never set in Azure",
     },
     SettingSpec {
         name: "SERVICENOW_INSTANCE_URL",

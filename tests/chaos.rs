@@ -364,16 +364,29 @@ impl Chaos {
         out
     }
 
-    /// Lines per response id across every export blob, keyed by (survey, response).
+    /// Lines per response id across every export blob, keyed by (survey, response). Every line
+    /// must be, byte for byte, the response as the fake served it (a repair that kept the id
+    /// but not the content fails here); a mismatch names the id, never the respondent data.
     async fn exported(&self) -> HashMap<(String, String), usize> {
         let names = common::blob_names(&self.storage, EXPORTS).await;
+        let mut served: HashMap<String, HashMap<String, String>> = HashMap::new();
         let mut out = HashMap::new();
         for n in names {
             let survey = n.split('/').next().unwrap_or_default().to_string();
-            let text = self.blob_text(EXPORTS, &n).await.unwrap_or_default();
+            let source = served
+                .entry(survey.clone())
+                .or_insert_with(|| self.qualtrics.served(&survey).into_iter().collect());
+            let text = self
+                .blob_text(EXPORTS, &n)
+                .await
+                .unwrap_or_else(|| panic!("export blob {n} cannot be read"));
             for line in text.lines() {
                 let v: Value = serde_json::from_str(line).expect("each line is one JSON object");
                 let id = v["responseId"].as_str().unwrap_or_default().to_string();
+                assert!(
+                    source.get(&id).is_some_and(|s| s == line),
+                    "{n}: the line of {id} is not the response the fake served"
+                );
                 *out.entry((survey.clone(), id)).or_default() += 1;
             }
         }
@@ -786,9 +799,11 @@ async fn ticketing_faults() {
         })
         .await;
     assert!(busy, "both rate limits answered 429");
-    c.stack
+    let ran = c
+        .stack
         .eventually(Duration::from_secs(30), || async { c.ticket_runs() > 60 })
         .await;
+    assert!(ran, "the faults had 60 ticket invocations to bite");
     let a = c.settle_and_audit().await;
     for (system, statuses) in [
         (

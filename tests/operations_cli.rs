@@ -492,6 +492,16 @@ async fn backfill_writes_the_timers_blobs_and_leaves_its_cursor_alone() {
         new[0].1 == timer_bytes,
         "backfill bytes differ from the timer's"
     );
+    // And both are the source: one line per response, as the fake served it, in its order.
+    let source: Vec<u8> = fake
+        .served(SV)
+        .into_iter()
+        .flat_map(|(_, text)| (text + "\n").into_bytes())
+        .collect();
+    assert!(
+        *timer_bytes == source,
+        "the export differs from what the fake served"
+    );
     // Both starts were the same request body.
     let bodies: Vec<_> = fake
         .calls()

@@ -333,20 +333,16 @@ pub async fn blob_text(
     String::from_utf8(blob_bytes(s, container, name).await?).ok()
 }
 
-/// Every blob name in `container`, all pages.
+/// Every blob name in `container`, all pages. A storage error fails the test: an audit that
+/// read an empty listing from a failed request would pass whatever was stored.
 pub async fn blob_names(s: &qualtrics_bridge::storage::Storage, container: &str) -> Vec<String> {
     use futures::TryStreamExt;
-    let Ok(c) = s.blob_container(container) else {
-        return Vec::new();
-    };
+    let c = s.blob_container(container).expect("container client");
+    let mut pages = c.list_blobs(None).expect("list blobs").into_pages();
     let mut names = Vec::new();
-    if let Ok(pager) = c.list_blobs(None) {
-        let mut pages = pager.into_pages();
-        while let Ok(Some(page)) = pages.try_next().await {
-            if let Ok(m) = page.into_model() {
-                names.extend(m.blob_items.into_iter().filter_map(|b| b.name));
-            }
-        }
+    while let Some(page) = pages.try_next().await.expect("list blobs page") {
+        let m = page.into_model().expect("list blobs model");
+        names.extend(m.blob_items.into_iter().filter_map(|b| b.name));
     }
     names
 }
