@@ -337,6 +337,10 @@ pub struct SurveyConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeConfig {
+    /// `sandbox = true` marks devkit's sample (`./bridge.toml`): `scripts/package.sh` refuses
+    /// to ship a file that carries it, so a deploy never runs on the sample's survey.
+    #[serde(default)]
+    pub sandbox: bool,
     #[serde(default)]
     pub surveys: Vec<SurveyConfig>,
     #[serde(default)]
@@ -405,6 +409,11 @@ mod tests {
     fn sample_config_parses() {
         let cfg = BridgeConfig::parse(include_str!("../bridge.toml")).unwrap();
         assert!(cfg.surveys[0].tickets.is_some());
+        assert!(
+            cfg.sandbox,
+            "the sample must stay recognisable to scripts/package.sh"
+        );
+        assert!(!BridgeConfig::parse("").unwrap().sandbox);
     }
 
     #[test]
