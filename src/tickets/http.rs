@@ -86,6 +86,12 @@ impl Endpoint {
         })
     }
 
+    /// How long the system asked us to wait (its latest `Retry-After`), from now.
+    pub fn throttled_for(&self) -> Duration {
+        self.gate_until()
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
+    }
+
     fn gate_until(&self) -> Option<Instant> {
         self.gate
             .lock()
@@ -150,6 +156,8 @@ impl Endpoint {
             // 429: the body may be plain text (Zendesk); never parse it.
             let wait = match retry_after(&headers) {
                 Some(d) if d > self.max_retry_after => {
+                    // Every invocation holds back, and a re-enqueued request follows it.
+                    self.hold_gate(Instant::now() + d);
                     return Err(CallError::Transient(format!(
                         "{} {what}: rate limited; Retry-After {}s is too long to wait here",
                         self.name,
