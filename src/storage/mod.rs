@@ -354,16 +354,26 @@ pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Puts `text` on `queue`, invisible for `delay` (1 s to 7 days), encoded as the host's queue
 /// trigger reads it (`messageEncoding: base64` in host.json).
-pub async fn send_later(queue: &QueueClient, text: &str, delay: Duration) -> azure_core::Result<()> {
+pub async fn send_later(
+    queue: &QueueClient,
+    text: &str,
+    delay: Duration,
+) -> azure_core::Result<()> {
     use base64::Engine;
     let message = QueueMessage {
         message_text: Some(base64::engine::general_purpose::STANDARD.encode(text)),
     };
     let options = QueueClientSendMessageOptions {
-        visibility_timeout: Some(delay.clamp(Duration::from_secs(1), MAX_QUEUE_DELAY).as_secs() as i32),
+        visibility_timeout: Some(
+            delay
+                .clamp(Duration::from_secs(1), MAX_QUEUE_DELAY)
+                .as_secs() as i32,
+        ),
         ..Default::default()
     };
-    queue.send_message(message.try_into()?, Some(options)).await?;
+    queue
+        .send_message(message.try_into()?, Some(options))
+        .await?;
     Ok(())
 }
 

@@ -88,8 +88,9 @@ impl Endpoint {
 
     /// How long the system asked us to wait (its latest `Retry-After`), from now.
     pub fn throttled_for(&self) -> Duration {
-        self.gate_until()
-            .map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
+        self.gate_until().map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(Instant::now())
+        })
     }
 
     fn gate_until(&self) -> Option<Instant> {
@@ -162,7 +163,7 @@ impl Endpoint {
                         "{} {what}: rate limited; Retry-After {}s is too long to wait here",
                         self.name,
                         d.as_secs()
-                    )))
+                    )));
                 }
                 Some(d) => d.max(Duration::from_millis(50)),
                 None => {

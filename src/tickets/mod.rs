@@ -28,8 +28,8 @@ pub mod servicenow;
 pub mod zendesk;
 
 use crate::config::{TicketSystem, TicketingLimits};
-use crate::host::{Envelope, Invocation, InvocationError, InvocationReply, QueueTrigger};
 use crate::export::blob_state::BlobError;
+use crate::host::{Envelope, Invocation, InvocationError, InvocationReply, QueueTrigger};
 use crate::messages::{RequestSource, Retry, TicketRequest};
 use crate::startup::App;
 use crate::telemetry::{InvocationSummary, Severity};
@@ -500,8 +500,8 @@ impl Attempt<'_> {
             .as_ref()
             .map_or_else(now_rfc3339, |r| r.since.clone());
         let r = &self.svc.retrying;
-        let backoff = Duration::from_secs(1u64 << attempt.clamp(1, 20).saturating_sub(1))
-            .min(r.max_delay);
+        let backoff =
+            Duration::from_secs(1u64 << attempt.clamp(1, 20).saturating_sub(1)).min(r.max_delay);
         // Jitter over the upper half, so copies that failed together spread out.
         let jitter = 0.5 + (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 2000.0;
         let throttled = match self.mapping.system {
@@ -531,7 +531,12 @@ impl Attempt<'_> {
 
     /// Puts the request back on the trigger queue, invisible for `delay`, and completes the
     /// invocation; only when that fails does the invocation fail (the host retries it).
-    async fn later(&self, why: &str, next: Retry, delay: Duration) -> Result<InvocationReply, InvocationError> {
+    async fn later(
+        &self,
+        why: &str,
+        next: Retry,
+        delay: Duration,
+    ) -> Result<InvocationReply, InvocationError> {
         let ids = self.ids();
         let attempt = next.attempt;
         let text = TicketRequest {
