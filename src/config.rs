@@ -307,10 +307,10 @@ impl TicketRoute {
 pub struct TicketingLimits {
     /// Timeout of one call to ServiceNow/Zendesk.
     pub timeout_secs: u64,
-    /// A 429 whose `Retry-After` is at most this is waited out in the invocation; a longer one
-    /// fails the invocation so the host retries later.
+    /// A 429 whose `Retry-After` is at most this is waited out in the invocation; after a
+    /// longer one the request is re-enqueued to come back when it says.
     pub max_retry_after_secs: u64,
-    /// Total time one invocation may spend waiting out 429s before it fails.
+    /// Total time one invocation may spend waiting out 429s before the request is re-enqueued.
     pub throttle_budget_secs: u64,
     /// How long an invocation waits for another worker's live claim before it re-enqueues
     /// the request to come back later.

@@ -508,6 +508,59 @@ async fn storms_of_429_and_5xx_end_with_exactly_one_ticket_each() {
     }
 }
 
+/// A `Retry-After` longer than the handler waits in an invocation is followed by the request
+/// itself: it is re-enqueued invisible until the rate-limit window resets, so when it comes
+/// back it is admitted at once (a single 429 in all), and it never reaches the poison queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_retry_after_is_followed_by_the_re_enqueued_request() {
+    let env = env_with(
+        &toml_with(
+            "timeout_secs = 5\nmax_retry_after_secs = 1\nbusy_wait_secs = 10\n",
+            "servicenow",
+            "",
+        ),
+        &[],
+    )
+    .await;
+    let ids = responses(&env.qualtrics, 2, true);
+    // Three calls per 10 s window: two lookups and one create pass, the fourth call is refused
+    // with the rest of the window (seconds) as its Retry-After. Start at a window's start.
+    let window = Duration::from_secs(10);
+    env.servicenow
+        .set_rate_limit(Some(RateLimit { limit: 3, window }));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let into =
+        Duration::from_secs(now.as_secs() % 10) + Duration::from_nanos(now.subsec_nanos().into());
+    tokio::time::sleep(window - into + Duration::from_millis(100)).await;
+    for id in &ids {
+        put(&env.stack, &request(id, "webhook")).await;
+    }
+    settle(&env.stack).await;
+    assert_eq!(env.servicenow.incidents().len(), 2);
+    assert_eq!(
+        env.servicenow.rate_counts().1,
+        1,
+        "one 429: the request came back only after the window reset"
+    );
+    let delays: Vec<u64> = runs(&env.stack)
+        .iter()
+        .flat_map(|r| r.logs.clone())
+        .filter_map(|l| {
+            let tail = l.split("re-enqueued, back in ").nth(1)?;
+            tail.split('s').next()?.parse().ok()
+        })
+        .collect();
+    assert_eq!(delays.len(), 1, "re-enqueued once");
+    assert!(
+        delays[0] >= 4,
+        "the delay follows Retry-After (the rest of the window), not the 1 s backoff: {delays:?}"
+    );
+    assert!(env.stack.queue_texts(POISON).await.is_empty());
+    env.stack.assert_no_violations();
+}
+
 /// A live attempt is never taken over: ServiceNow holds the create for longer than the lease
 /// (the worker renews it meanwhile) while a redelivered copy arrives. The copy finds the live
 /// claim, completes and comes back later (re-enqueued), never calls ServiceNow, and ends as a

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// Why a call did not succeed, by what the invocation should do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
-    /// 5xx, timeouts, long 429s, unreachable: fail the invocation; the host retries.
+    /// 5xx, timeouts, long 429s, unreachable: the request is re-enqueued to come back later.
     #[error("{0}")]
     Transient(String),
     /// A 4xx that cannot succeed, or a configuration that cannot work: ledger `failed`
