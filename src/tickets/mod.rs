@@ -424,7 +424,8 @@ impl Attempt<'_> {
                 if let Some(c) = taken? {
                     return Ok(c);
                 }
-                continue;
+                // The entry changed between our read and replace: read it again, within the
+                // same time limit as a busy claim.
             }
             if started.elapsed() >= busy_limit {
                 let holder = match found {
