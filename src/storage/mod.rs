@@ -352,8 +352,8 @@ impl Storage {
 /// The longest visibility delay Queue Storage accepts (7 days).
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Puts `text` on `queue`, invisible for `delay` (1 s to 7 days), encoded as the host's queue
-/// trigger reads it (`messageEncoding: base64` in host.json).
+/// Puts `text` on `queue`, invisible for `delay` (rounded up to whole seconds, 1 s to 7 days),
+/// encoded as the host's queue trigger reads it (`messageEncoding: base64` in host.json).
 pub async fn send_later(
     queue: &QueueClient,
     text: &str,
@@ -367,7 +367,8 @@ pub async fn send_later(
         visibility_timeout: Some(
             delay
                 .clamp(Duration::from_secs(1), MAX_QUEUE_DELAY)
-                .as_secs() as i32,
+                .as_secs_f64()
+                .ceil() as i32,
         ),
         ..Default::default()
     };
