@@ -96,6 +96,10 @@ impl Chaos {
             .setting("QUALTRICS_API_TOKEN", QUALTRICS_TOKEN)
             .setting("QUALTRICS_WEBHOOK_KEY", WEBHOOK_KEY)
             .setting("EXPORT_POLL_INTERVAL_MS", "20")
+            // Transient ticket failures come back within seconds; a killed worker's claim is
+            // taken over after the shortest lease Blob Storage grants.
+            .setting("TICKET_RETRY_MAX_DELAY_SECONDS", "5")
+            .setting("TICKET_LEASE_SECONDS", "15")
             .setting("SERVICENOW_INSTANCE_URL", &servicenow.url())
             .setting("SERVICENOW_USERNAME", servicenow::USERNAME)
             .setting("SERVICENOW_PASSWORD", servicenow::PASSWORD)
@@ -691,10 +695,16 @@ impl Audit {
             self.exported, self.responses,
             "{s}: every response exported once"
         );
+        // The scenarios inject only transient faults: every live response ends with exactly
+        // one ticket, and nothing is parked.
         assert_eq!(
-            self.ticketed + self.poisoned_explained,
-            self.live,
-            "{s}: every live response has one ticket or an explained poison entry"
+            self.ticketed, self.live,
+            "{s}: every live response has exactly one ticket"
+        );
+        assert_eq!(
+            (self.poisoned_explained, self.poison_superseded),
+            (0, 0),
+            "{s}: transient faults parked requests in poison"
         );
     }
 }
@@ -748,14 +758,7 @@ async fn qualtrics_faults() {
         );
     }
     assert!(failed_runs >= 1, "the export failures happened");
-    // A request can use up its five attempts inside a storm; it is then parked with the
-    // reason (or its ticket comes from another copy). Most must get through.
-    assert!(
-        a.ticketed * 10 >= a.live * 9,
-        "{} of {} ticketed",
-        a.ticketed,
-        a.live
-    );
+    assert!(a.live > 0);
 }
 
 /// ServiceNow and Zendesk misbehave: a rate limit answering 429 with `Retry-After`, 5xx
@@ -822,12 +825,7 @@ async fn ticketing_faults() {
         assert!(statuses.contains(&429), "{system}: no 429");
         assert!(statuses.iter().any(|s| *s >= 500), "{system}: no 5xx");
     }
-    assert!(
-        a.ticketed * 10 >= a.live * 9,
-        "{} of {} ticketed",
-        a.ticketed,
-        a.live
-    );
+    assert!(a.live > 0);
 }
 
 /// Azurite is stopped while webhooks arrive, tickets drain and an export runs, then started

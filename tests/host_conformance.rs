@@ -165,7 +165,10 @@ async fn metadata_overwritten_by_message_fields_does_not_break_decoding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_invocation_is_retried_then_poisoned_after_five_tries() {
     // The response exists in (fake) Qualtrics, but ServiceNow is unreachable (a closed
-    // loopback port): every attempt fails transiently, so the host retries, then poisons.
+    // loopback port): every attempt fails transiently. The handler would re-enqueue the
+    // request itself, but this one fills a queue message to the 64 KiB limit (a long topic),
+    // so the re-enqueued copy (with its retry count) is refused: only then does the
+    // invocation fail, and the host retries, then poisons.
     let qualtrics = devkit::fakes::qualtrics::FakeQualtrics::start("q-token")
         .await
         .unwrap();
@@ -186,7 +189,15 @@ async fn failing_invocation_is_retried_then_poisoned_after_five_tries() {
         .setting("SERVICENOW_PASSWORD", "pw")
         .start()
         .await;
-    let text = request("SV_retry", &response);
+    let short = request("SV_retry", &response);
+    // base64 of the message is 65,532 characters: 4 under the limit.
+    let topic = "t".repeat(49_149 - short.len() - r#","topic":"""#.len());
+    let text = short.replacen(
+        r#","receivedAt""#,
+        &format!(r#","topic":"{topic}","receivedAt""#),
+        1,
+    );
+    assert_eq!(text.len(), 49_149);
     put(&stack, TICKETS, &text).await;
     assert!(
         stack
@@ -201,6 +212,11 @@ async fn failing_invocation_is_retried_then_poisoned_after_five_tries() {
     let counts: Vec<Option<u32>> = runs.iter().map(|r| r.dequeue_count).collect();
     assert_eq!(counts, vec![Some(1), Some(2), Some(3), Some(4), Some(5)]);
     assert!(runs.iter().all(|r| r.outcome.is_err()));
+    assert!(
+        runs.iter()
+            .all(|r| format!("{:?}{:?}", r.outcome, r.logs).contains("cannot re-enqueue")),
+        "each attempt failed because the re-enqueue did: {runs:?}"
+    );
     assert!(stack.queue_texts(TICKETS).await.is_empty());
     stack.assert_no_violations();
 }

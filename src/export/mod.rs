@@ -308,6 +308,7 @@ pub async fn invoke(
                 source: RequestSource::Export,
                 topic: None,
                 received_at: received_at.clone(),
+                retry: None,
             }
             .to_text()
         }));

@@ -211,6 +211,7 @@ fn accept(app: &App, d: Delivery) -> InvocationReply {
             source: RequestSource::Webhook,
             topic,
             received_at: received_at(),
+            retry: None,
         }
         .to_text();
         InvocationReply::new()
