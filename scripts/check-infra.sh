@@ -34,6 +34,7 @@ offline() {
   if command -v unshare >/dev/null 2>&1 && unshare -n true 2>/dev/null; then
     unshare -n "$@"
   else
+    echo "check-infra: unshare -n is not available here: checkov runs WITH network access" >&2
     "$@"
   fi
 }

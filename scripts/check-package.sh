@@ -4,10 +4,12 @@
 #     <Function>/function.json for each folder of functions/ (and nothing else);
 #   - host.json customHandler.description.defaultExecutablePath names that binary;
 #   - the binary is an x86-64 ELF with mode 0755;
-#   - the zip has the same entries at its root, keeps the binary's 0755 mode, and is <= 8 MiB.
+#   - the zip has the same entries at its root, keeps the binary's 0755 mode, and is <= 8 MiB;
+#   - bridge.toml is not the sandbox sample (it has no top-level `sandbox = true`).
 #
 # usage: scripts/check-package.sh [STAGING_DIR [ZIP]]   default: target/package/staging and
 #                                                       target/package/qualtrics-bridge.zip
+#        scripts/check-package.sh --config FILE         only check that FILE is not the sample
 #        scripts/check-package.sh --self-test           prove the check fails on bad packages
 set -euo pipefail
 
@@ -15,15 +17,62 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 max_zip_bytes=$((8 * 1024 * 1024))
 
 case "${1:-}" in
-  -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 command -v python3 >/dev/null || { echo "check-package: python3 not found" >&2; exit 1; }
 
+# The sandbox sample (./bridge.toml) carries the top-level key `sandbox = true`, which the
+# handler's parser knows (BridgeConfig::sandbox): a marker, not a comment or a content hash, so
+# a copy of the sample is caught however it was renamed or reformatted, and a user's edited
+# file passes once the line is gone. The Python below defines sandbox_sample(path) -> bool; the
+# checks exec it from the environment.
+read -r -d '' SANDBOX_PY <<'PY' || true
+def sandbox_sample(path):
+    try:
+        import tomllib
+    except ImportError:
+        try:
+            import tomli as tomllib
+        except ImportError:
+            tomllib = None
+    if tomllib is not None:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh).get("sandbox") is True
+    # Python < 3.11 without tomli: top-level keys are the lines before the first [table].
+    import re
+    for line in open(path, encoding="utf-8"):
+        if line.lstrip().startswith("["):
+            return False
+        if re.match(r"\s*sandbox\s*=\s*true\s*(#.*)?$", line):
+            return True
+    return False
+PY
+SANDBOX_HELP="it is devkit's sandbox sample (top-level 'sandbox = true'). Write your own bridge.toml \
+(docs/deploy.md, step 2), check it with 'qualtrics-bridge config check --config FILE', and package it \
+with: BRIDGE_CONFIG_FILE=FILE scripts/package.sh"
+
+if [ "${1:-}" = "--config" ]; then
+  [ $# -eq 2 ] || { echo "check-package: --config needs FILE" >&2; exit 2; }
+  SANDBOX_PY="$SANDBOX_PY" python3 - "$2" "$SANDBOX_HELP" <<'PY'
+import os, sys
+exec(os.environ["SANDBOX_PY"])
+path, help = sys.argv[1], sys.argv[2]
+try:
+    sample = sandbox_sample(path)
+except (OSError, ValueError) as e:
+    sys.exit(f"check-package: FAIL: {path}: {e}")
+if sample:
+    sys.exit(f"check-package: FAIL: {path}: {help}")
+PY
+  exit 0
+fi
+
 # check STAGING ZIP FUNCTIONS_SRC: prints one line per problem; exit 1 on any.
 check() {
-  python3 - "$1" "$2" "$3" "$max_zip_bytes" <<'PY'
+  SANDBOX_PY="$SANDBOX_PY" python3 - "$1" "$2" "$3" "$max_zip_bytes" "$SANDBOX_HELP" <<'PY'
 import json, os, stat, sys, zipfile
 from pathlib import Path
+exec(os.environ["SANDBOX_PY"])
 
 staging, zip_path, functions_src, max_zip = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 problems = []
@@ -86,6 +135,14 @@ if exe and (staging / exe).is_file():
     elif head[4] != 2 or int.from_bytes(head[18:20], "little") != 0x3E:
         bad(f"{p} is not a 64-bit x86-64 ELF")
 
+config = staging / "bridge.toml"
+if config.is_file():
+    try:
+        if sandbox_sample(config):
+            bad(f"{config}: {sys.argv[5]}")
+    except (OSError, ValueError) as e:
+        bad(f"{config}: not readable TOML: {e}")
+
 if not zip_path.is_file():
     bad(f"zip '{zip_path}' does not exist")
 else:
@@ -125,10 +182,13 @@ PY
 if [ "${1:-}" = "--self-test" ]; then
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
+  # A user's config: the sample without its marker.
+  grep -v '^sandbox = true' "$root/bridge.toml" >"$tmp/user.toml"
   make_pkg() {  # make_pkg DIR: a well-formed fake package with a stub x86-64 ELF
     local d="$1"
     mkdir -p "$d/staging"
-    cp "$root/host.json" "$root/bridge.toml" "$d/staging/"
+    cp "$root/host.json" "$d/staging/"
+    cp "$tmp/user.toml" "$d/staging/bridge.toml"
     for f in "$root"/functions/*/function.json; do
       mkdir -p "$d/staging/$(basename "$(dirname "$f")")"
       cp "$f" "$d/staging/$(basename "$(dirname "$f")")/"
@@ -140,17 +200,27 @@ if [ "${1:-}" = "--self-test" ]; then
     bash "$root/scripts/package.sh" --zip-only "$d/staging" "$d/pkg.zip" >/dev/null
     echo "$exe"
   }
-  fails=0
-  expect() {  # expect pass|fail NAME DIR
-    local got
-    if check "$3/staging" "$3/pkg.zip" "$root/functions" >"$tmp/$2.log" 2>&1; then got=pass; else got=fail; fi
-    if [ "$got" = "$1" ]; then
-      echo "check-package self-test: ok   $2 (check said $got)"
+  fails=0 passes=0
+  verdict() {  # verdict pass|fail NAME GOT [WANT_IN_LOG]: compare, and show the log when wrong
+    if [ "$3" = "$1" ] && { [ -z "${4:-}" ] || grep -qF -- "$4" "$tmp/$2.log"; }; then
+      echo "check-package self-test: ok   $2 (said $3)"
+      passes=$((passes + 1))
     else
-      echo "check-package self-test: BAD  $2: expected $1, check said $got:" >&2
+      echo "check-package self-test: BAD  $2: expected $1${4:+ mentioning '$4'}, got $3:" >&2
       sed 's/^/    /' "$tmp/$2.log" >&2
       fails=$((fails + 1))
     fi
+  }
+  expect() {  # expect pass|fail NAME DIR [WANT_IN_LOG]
+    local got
+    if check "$3/staging" "$3/pkg.zip" "$root/functions" >"$tmp/$2.log" 2>&1; then got=pass; else got=fail; fi
+    verdict "$1" "$2" "$got" "${4:-}"
+  }
+  expect_cmd() {  # expect_cmd pass|fail NAME WANT_IN_LOG CMD...: a script run, before any build
+    local want="$1" name="$2" log="$3" got
+    shift 3
+    if "$@" >"$tmp/$name.log" 2>&1; then got=pass; else got=fail; fi
+    verdict "$want" "$name" "$got" "$log"
   }
   exe="$(make_pkg "$tmp/good")"; expect pass good "$tmp/good"
   make_pkg "$tmp/extra" >/dev/null; touch "$tmp/extra/staging/local.settings.json"
@@ -170,8 +240,20 @@ with zipfile.ZipFile("../pkg.zip", "w") as z:
   expect fail zip-lost-exec-bit "$tmp/zipmode"
   make_pkg "$tmp/missing" >/dev/null; rm -r "$tmp/missing/staging/TicketCreator"
   expect fail missing-function "$tmp/missing"
+  # The sandbox sample is never shipped: not in a package, and package.sh refuses it (and a
+  # missing BRIDGE_CONFIG_FILE) before it builds anything.
+  make_pkg "$tmp/sample" >/dev/null; cp "$root/bridge.toml" "$tmp/sample/staging/bridge.toml"
+  bash "$root/scripts/package.sh" --zip-only "$tmp/sample/staging" "$tmp/sample/pkg.zip" >/dev/null
+  expect fail staged-sandbox-sample "$tmp/sample" "sandbox sample"
+  { echo 'sandbox=true   # renamed and reformatted'; grep -v '^sandbox = true' "$root/bridge.toml"; } >"$tmp/copy.toml"
+  expect_cmd fail config-sample-copy "BRIDGE_CONFIG_FILE=" bash "$0" --config "$tmp/copy.toml"
+  expect_cmd pass config-user-file "" bash "$0" --config "$tmp/user.toml"
+  expect_cmd fail package-without-config "BRIDGE_CONFIG_FILE" \
+    env -u BRIDGE_CONFIG_FILE bash "$root/scripts/package.sh"
+  expect_cmd fail package-the-sample "sandbox sample" \
+    env BRIDGE_CONFIG_FILE="$root/bridge.toml" bash "$root/scripts/package.sh"
   if [ "$fails" -ne 0 ]; then echo "check-package self-test: FAILED ($fails case(s))" >&2; exit 1; fi
-  echo "check-package self-test: 5 passed, 0 failed"
+  echo "check-package self-test: $passes passed, 0 failed"
   exit 0
 fi
 

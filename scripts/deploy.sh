@@ -3,7 +3,9 @@
 #   1. infra: az deployment group create (infra/main.bicep + a .bicepparam file) into one resource group;
 #   2. code:  func azure functionapp publish <app> --custom from target/package/staging
 #             (or, without Core Tools, az functionapp deployment source config-zip with the zip);
-#   3. prints the remaining manual steps: Key Vault secrets and the Qualtrics event subscription.
+#   3. prints the remaining manual steps: Key Vault secrets and the Qualtrics event subscriptions.
+# The code is target/package (scripts/package.sh); without a valid one it runs package.sh, which
+# needs BRIDGE_CONFIG_FILE=your bridge.toml (the repo's ./bridge.toml is the sandbox sample).
 # Nothing secret is read, written or printed by this script.
 #
 # usage: scripts/deploy.sh -g RESOURCE_GROUP [options]
@@ -22,7 +24,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 say() { echo "deploy: $*" >&2; }
 die() { echo "deploy: ERROR: $*" >&2; exit 1; }
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 
 rg="" params="$root/infra/main.bicepparam" location="" name="qualtrics-bridge-$(date -u +%Y%m%d%H%M%S)"
 app="" skip_infra=0 skip_code=0 what_if=0 use_zip=0
@@ -125,13 +127,14 @@ cat <<STEPS
    targets you do not use. qualtrics-webhook-key-previous only during a key rotation.)
    Then restart the app so it re-reads them: az functionapp restart -g $rg -n $app
 
-2. Register the Qualtrics event subscription (one per survey; needs a Qualtrics brand-admin API token).
-   The webhook URL needs the function key, which this script does not print:
+2. Register the Qualtrics event subscriptions for the surveys of your bridge.toml with the tool
+   (docs/operations.md, "Operator commands against the deployed app": az login, then export
+   QUALTRICS_BASE_URL and KEY_VAULT_URL=https://${vault:-<vault>}.vault.azure.net/). The URL needs the
+   function key, which this script does not print:
      code=\$(az functionapp function keys list -g $rg -n $app --function-name QualtricsWebhook --query default -o tsv)
-     curl -sS -X POST "https://<datacenter>.qualtrics.com/API/v3/eventsubscriptions" \\
-       -H "X-API-TOKEN: \$QUALTRICS_API_TOKEN" -H "Content-Type: application/json" \\
-       -d "{\"topics\":\"surveyengine.completedResponse.<SV_id>\",\"publicationUrl\":\"$webhook_url?code=\$code\",\"encrypt\":false,\"sharedKey\":\"\$QUALTRICS_WEBHOOK_KEY\"}"
-   The sharedKey must equal the Key Vault secret qualtrics-webhook-key.
+     qualtrics-bridge subscriptions sync --config <your bridge.toml> --url "$webhook_url?code=\$code" --dry-run
+     qualtrics-bridge subscriptions sync --config <your bridge.toml> --url "$webhook_url?code=\$code"
+   It uses the Key Vault secrets qualtrics-api-token (brand admin) and qualtrics-webhook-key (sharedKey).
 
 3. Watch the first start in Application Insights (traces, requests); RBAC can take ~10 minutes to
    propagate, so early storage 403s are expected.

@@ -2,6 +2,10 @@
 # Installs the pinned Azurite into tools/azurite (idempotent; offline once installed).
 # Prints the path of azurite's entry script on stdout.
 set -euo pipefail
+# 3.37.0 is the first Azurite that accepts service version 2026-04-06, the x-ms-version that
+# azure_storage_blob 1.1.0 and azure_storage_queue 1.1.0 (Cargo.lock) send; older ones answer
+# 400 InvalidHeaderValue ("The API version 2026-04-06 is not supported by Azurite"). Azurite
+# runs without --skipApiVersionCheck, so bump this pin together with those crates.
 AZURITE_VERSION="3.37.0"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="$root/tools/azurite"

@@ -3,15 +3,18 @@
 #   1. a release build of qualtrics-bridge, static x86_64-unknown-linux-musl when possible
 #      (installs the rustup target and, as root, Debian's musl-tools for musl-gcc, which
 #      aws-lc-sys needs); otherwise a glibc build, printing the GLIBC_* versions it requires;
-#   2. target/package/staging: host.json, the binary (0755, named as host.json's
-#      defaultExecutablePath), <Function>/function.json for each folder of functions/, bridge.toml;
-#   3. target/package/qualtrics-bridge.zip, with Unix modes kept (the binary stays 0755);
-#   4. scripts/check-package.sh on the result.
+#   2. `qualtrics-bridge config check` of your config (the file BRIDGE_CONFIG_FILE names);
+#   3. target/package/staging: host.json, the binary (0755, named as host.json's
+#      defaultExecutablePath), <Function>/function.json for each folder of functions/, and your
+#      config as bridge.toml;
+#   4. target/package/qualtrics-bridge.zip, with Unix modes kept (the binary stays 0755);
+#   5. scripts/check-package.sh on the result.
+# The repo's ./bridge.toml is devkit's sandbox sample (`sandbox = true`) and is refused.
 #
-# usage: scripts/package.sh [--glibc]             build, stage, zip, check
+# usage: BRIDGE_CONFIG_FILE=FILE scripts/package.sh [--glibc]   build, check, stage, zip, check
 #        scripts/package.sh --check-only [DIR]     only check an existing staging dir (and its zip)
 #        scripts/package.sh --zip-only DIR ZIP     only zip DIR into ZIP (used by the checks)
-# env:   BRIDGE_CONFIG_FILE=path   config to package as bridge.toml (default: ./bridge.toml)
+# env:   BRIDGE_CONFIG_FILE=FILE   required: your bridge.toml, packaged as the app's bridge.toml
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -54,7 +57,7 @@ PY
 }
 
 case "${1:-}" in
-  -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   --check-only)
     dir="${2:-$staging}"
     exec "$root/scripts/check-package.sh" "$dir" "${3:-$(dirname "$dir")/qualtrics-bridge.zip}" ;;
@@ -71,14 +74,19 @@ for arg in "$@"; do
   esac
 done
 
-command -v cargo >/dev/null || die "cargo not found; install Rust (rustup)"
 command -v python3 >/dev/null || die "python3 not found"
+# Refused before anything is built: no config named, or the sandbox sample.
+[ -n "${BRIDGE_CONFIG_FILE:-}" ] || die "set BRIDGE_CONFIG_FILE to your bridge.toml: the repo's ./bridge.toml \
+is devkit's sandbox sample and is never packaged. Write your own (docs/deploy.md, step 2), then:
+  BRIDGE_CONFIG_FILE=path/to/bridge.toml scripts/package.sh"
+config="$BRIDGE_CONFIG_FILE"
+[ -f "$config" ] || die "BRIDGE_CONFIG_FILE: '$config' is not a file"
+"$root/scripts/check-package.sh" --config "$config" || die "refusing to package '$config'"
+command -v cargo >/dev/null || die "cargo not found; install Rust (rustup)"
 
 exe_name="$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["customHandler"]["description"]["defaultExecutablePath"])' "$root/host.json")" \
   || die "cannot read customHandler.description.defaultExecutablePath from $root/host.json"
 [ "$exe_name" = "qualtrics-bridge" ] || die "host.json defaultExecutablePath is '$exe_name', but the binary is 'qualtrics-bridge'"
-config="${BRIDGE_CONFIG_FILE:-$root/bridge.toml}"
-[ -f "$config" ] || die "config file '$config' not found (set BRIDGE_CONFIG_FILE)"
 
 # ---- 1. build ---------------------------------------------------------------------------------
 musl_ready() {
@@ -121,7 +129,14 @@ else
 fi
 [ -x "$bin" ] || die "build produced no executable at $bin"
 
-# ---- 2. staging -------------------------------------------------------------------------------
+# ---- 2. config check --------------------------------------------------------------------------
+# The handler's own parser, in a clean environment: this validates the file, not this
+# machine's settings (the app's settings live in Azure).
+say "config check of $config"
+env -i PATH="$PATH" "$bin" config check --config "$config" >&2 \
+  || die "'$config' is not a valid bridge.toml (see above; qualtrics-bridge config check --config $config)"
+
+# ---- 3. staging -------------------------------------------------------------------------------
 rm -rf "$staging"
 mkdir -p "$staging"
 install -m 0644 "$root/host.json" "$staging/host.json"
@@ -137,11 +152,11 @@ for f in "$root"/functions/*/function.json; do
 done
 [ "$found" -gt 0 ] || die "no functions/*/function.json found under $root/functions"
 
-# ---- 3. zip -----------------------------------------------------------------------------------
+# ---- 4. zip -----------------------------------------------------------------------------------
 rm -f "$zip"
 zip_dir "$staging" "$zip"
 
-# ---- 4. check ---------------------------------------------------------------------------------
+# ---- 5. check ---------------------------------------------------------------------------------
 "$root/scripts/check-package.sh" "$staging" "$zip" >&2
 size="$(stat -c %s "$zip")"
 printf '%s\n' "kind=$kind" "zip_bytes=$size" "binary_bytes=$(stat -c %s "$staging/$exe_name")" >"$out/build-info.txt"

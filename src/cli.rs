@@ -12,6 +12,9 @@ use crate::startup;
 use crate::storage::Storage;
 use crate::subscriptions::{self, OurUrl};
 use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::fmt::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -27,6 +30,30 @@ use std::time::Duration;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// `--config`: which bridge.toml a command reads.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArg {
+    /// The survey/routing config file [default: bridge.toml]. A relative path resolves against
+    /// FUNCTIONS_APP_ROOT_PATH when that is set, else the current directory.
+    #[arg(long = "config", value_name = "PATH", env = "BRIDGE_CONFIG")]
+    pub path: Option<PathBuf>,
+}
+
+/// `--output`: prose for people, or one JSON document on stdout for scripts (the `az` habit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct OutputArg {
+    /// Output format; json prints one JSON document on stdout (messages stay on stderr).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +72,8 @@ pub enum Command {
     /// Export one survey now (a one-off backfill), through the timer's export code.
     #[command(long_about = EXPORT_HELP)]
     Export {
+        #[command(flatten)]
+        config: ConfigArg,
         /// The survey to export (SV_…); it need not be in bridge.toml.
         #[arg(long, value_name = "SURVEY_ID")]
         survey: String,
@@ -75,6 +104,11 @@ pub enum SubscriptionsCommand {
     /// Make the event subscriptions for --url match bridge.toml.
     #[command(long_about = SYNC_HELP)]
     Sync {
+        #[command(flatten)]
+        config: ConfigArg,
+        // json: the plan, and after a run without --dry-run what was done.
+        #[command(flatten)]
+        output: OutputArg,
         /// This app's webhook URL, as Qualtrics should call it, with the function key:
         /// https://<app>/api/qualtrics/events?code=<key>.
         #[arg(long, value_name = "URL")]
@@ -113,6 +147,8 @@ pub enum PoisonCommand {
         /// Absent: all, up to 32.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32))]
         limit: Option<u32>,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Move messages back to ticket-requests, byte-exact.
     Replay {
@@ -128,7 +164,12 @@ pub enum PoisonCommand {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate bridge.toml and the settings; print the resolved plan with secrets masked.
-    Check,
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: OutputArg,
+    },
 }
 
 /// Runs the parsed command line.
@@ -141,14 +182,22 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Config(ConfigCommand::Check) => config_check(),
+        Command::Config(ConfigCommand::Check { config, output }) => {
+            config_check(&config, output.output)
+        }
         Command::Poison(cmd) => poison(cmd).await,
         Command::Subscriptions(SubscriptionsCommand::Sync {
+            config,
+            output,
             url,
             rotate_key,
             dry_run,
-        }) => subscriptions_sync(&url, rotate_key, dry_run).await,
-        Command::Export { survey, since } => export(&survey, since.as_deref()).await,
+        }) => subscriptions_sync(&config, output.output, &url, rotate_key, dry_run).await,
+        Command::Export {
+            config,
+            survey,
+            since,
+        } => export(&config, &survey, since.as_deref()).await,
     }
 }
 
@@ -164,16 +213,36 @@ fn failed(cmd: &str, e: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// The settings with `--config` (or `BRIDGE_CONFIG`) applied, resolved as the handler does.
+/// A file named there must exist; only the default may be absent (then: no surveys).
+fn settings_with(cmd: &str, config: &ConfigArg) -> Result<HandlerSettings, ExitCode> {
+    let mut settings = HandlerSettings::with_port(0);
+    if let Some(path) = config.path.as_ref().filter(|p| !p.as_os_str().is_empty()) {
+        settings.bridge_config = settings.app_root.join(path);
+        if !settings.bridge_config.is_file() {
+            return Err(usage(
+                cmd,
+                format!(
+                    "--config (BRIDGE_CONFIG): {} is not a file",
+                    settings.bridge_config.display()
+                ),
+            ));
+        }
+    }
+    Ok(settings)
+}
+
+/// `bridge.toml` as the handler reads it, for commands that read it; says which file.
+fn bridge(cmd: &str, config: &ConfigArg) -> Result<(BridgeConfig, HandlerSettings), ExitCode> {
+    let settings = settings_with(cmd, config)?;
+    eprintln!("{cmd}: bridge config {}", config_line(&settings));
+    let bridge = settings.load_bridge().map_err(|e| usage(cmd, e))?;
+    Ok((bridge, settings))
+}
+
 /// The shared clients as the handler builds them, from the environment.
 fn deps(cmd: &str) -> Result<Deps, ExitCode> {
     Deps::build(std::sync::Arc::new(env_lookup)).map_err(|e| usage(cmd, e))
-}
-
-/// `bridge.toml` as the handler reads it, and where it was read from.
-fn bridge(cmd: &str) -> Result<(BridgeConfig, HandlerSettings), ExitCode> {
-    let settings = HandlerSettings::with_port(0);
-    let bridge = settings.load_bridge().map_err(|e| usage(cmd, e))?;
-    Ok((bridge, settings))
 }
 
 /// The secrets and the Qualtrics client, built as the handler builds them (and nothing
@@ -187,6 +256,16 @@ fn qualtrics(cmd: &str) -> Result<(SecretsProvider, Option<QualtricsClient>), Ex
     Ok((secrets, client))
 }
 
+/// The config path, and whether it is there (an absent default means no surveys).
+fn config_line(settings: &HandlerSettings) -> String {
+    let path = settings.bridge_config.display();
+    if settings.bridge_config.is_file() {
+        path.to_string()
+    } else {
+        format!("{path} (not found: no surveys)")
+    }
+}
+
 /// Missing or unusable settings and secrets are configuration (2); the rest run time (1).
 fn qualtrics_failure(cmd: &str, e: QualtricsError) -> ExitCode {
     match e {
@@ -195,13 +274,19 @@ fn qualtrics_failure(cmd: &str, e: QualtricsError) -> ExitCode {
     }
 }
 
-async fn subscriptions_sync(url: &str, rotate: bool, dry_run: bool) -> ExitCode {
+async fn subscriptions_sync(
+    config: &ConfigArg,
+    output: Output,
+    url: &str,
+    rotate: bool,
+    dry_run: bool,
+) -> ExitCode {
     const CMD: &str = "subscriptions sync";
     let ours = match OurUrl::parse(url) {
         Ok(u) => u,
         Err(e) => return usage(CMD, e),
     };
-    let (bridge, settings) = match bridge(CMD) {
+    let (bridge, settings) = match bridge(CMD, config) {
         Ok(b) => b,
         Err(code) => return code,
     };
@@ -237,40 +322,15 @@ async fn subscriptions_sync(url: &str, rotate: bool, dry_run: bool) -> ExitCode 
         .map(|s| subscriptions::topic_of(&s.id))
         .collect();
     let plan = subscriptions::plan(&existing, &wanted, &ours, rotate);
-    println!(
-        "{} event subscription(s) listed; this app's URL: {}",
-        existing.len(),
-        ours.masked()
-    );
-    let would = if dry_run { "would " } else { "" };
-    for (id, topic) in &plan.keep {
-        println!("  keep          {id}  {topic}");
+    let text = output == Output::Text;
+    if text {
+        print!("{}", plan_text(&plan, existing.len(), &ours, dry_run));
     }
-    for topic in &plan.create {
-        println!("  {would}create  {topic}");
-    }
-    for d in &plan.delete {
-        println!(
-            "  {would}delete  {}  {}  ({})",
-            d.id,
-            d.topic,
-            d.reason.describe()
-        );
-    }
-    println!(
-        "  {} subscription(s) of other URLs left alone",
-        plan.foreign
-    );
-    if plan.is_noop() {
-        println!("nothing to do: the subscriptions match bridge.toml");
-        return ExitCode::SUCCESS;
-    }
-    if dry_run {
-        println!(
-            "dry run: nothing changed ({} to create, {} to delete)",
-            plan.create.len(),
-            plan.delete.len()
-        );
+    if plan.is_noop() || dry_run {
+        if !text {
+            let doc = sync_json(&settings, &plan, existing.len(), &ours, dry_run, None);
+            println!("{doc:#}");
+        }
         return ExitCode::SUCCESS;
     }
     // Read even for a delete-only plan: a sync that cannot create is not one to start.
@@ -289,17 +349,19 @@ async fn subscriptions_sync(url: &str, rotate: bool, dry_run: bool) -> ExitCode 
         Err(e) => return failed(CMD, e),
     };
     let report = subscriptions::execute(client, &secrets, &budget, &plan, &ours, &key).await;
-    for (topic, id) in &report.created {
-        println!("created {id}  {topic}");
+    if text {
+        print!("{}", report_text(&report));
+    } else {
+        let doc = sync_json(
+            &settings,
+            &plan,
+            existing.len(),
+            &ours,
+            false,
+            Some(&report),
+        );
+        println!("{doc:#}");
     }
-    for id in &report.deleted {
-        println!("deleted {id}");
-    }
-    println!(
-        "{} created, {} deleted",
-        report.created.len(),
-        report.deleted.len()
-    );
     if report.failures.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -308,6 +370,92 @@ async fn subscriptions_sync(url: &str, rotate: bool, dry_run: bool) -> ExitCode 
         }
         ExitCode::FAILURE
     }
+}
+
+/// The sync plan as prose, one line per subscription.
+fn plan_text(plan: &subscriptions::Plan, listed: usize, ours: &OurUrl, dry_run: bool) -> String {
+    let mut t = String::new();
+    let would = if dry_run { "would " } else { "" };
+    let _ = writeln!(
+        t,
+        "{listed} event subscription(s) listed; this app's URL: {}",
+        ours.masked()
+    );
+    for (id, topic) in &plan.keep {
+        let _ = writeln!(t, "  keep          {id}  {topic}");
+    }
+    for topic in &plan.create {
+        let _ = writeln!(t, "  {would}create  {topic}");
+    }
+    for d in &plan.delete {
+        let reason = d.reason.describe();
+        let _ = writeln!(t, "  {would}delete  {}  {}  ({reason})", d.id, d.topic);
+    }
+    let _ = writeln!(
+        t,
+        "  {} subscription(s) of other URLs left alone",
+        plan.foreign
+    );
+    if plan.is_noop() {
+        let _ = writeln!(t, "nothing to do: the subscriptions match bridge.toml");
+    } else if dry_run {
+        let (c, d) = (plan.create.len(), plan.delete.len());
+        let _ = writeln!(t, "dry run: nothing changed ({c} to create, {d} to delete)");
+    }
+    t
+}
+
+/// What a sync did, as prose.
+fn report_text(report: &subscriptions::Report) -> String {
+    let mut t = String::new();
+    for (topic, id) in &report.created {
+        let _ = writeln!(t, "created {id}  {topic}");
+    }
+    for id in &report.deleted {
+        let _ = writeln!(t, "deleted {id}");
+    }
+    let (c, d) = (report.created.len(), report.deleted.len());
+    let _ = writeln!(t, "{c} created, {d} deleted");
+    t
+}
+
+/// The sync plan (and, after a run, what it did) as one JSON document; the URL is masked.
+fn sync_json(
+    settings: &HandlerSettings,
+    plan: &subscriptions::Plan,
+    listed: usize,
+    ours: &OurUrl,
+    dry_run: bool,
+    report: Option<&subscriptions::Report>,
+) -> serde_json::Value {
+    let reason = |r: subscriptions::Reason| match r {
+        subscriptions::Reason::Stale => "stale",
+        subscriptions::Reason::Duplicate => "duplicate",
+        subscriptions::Reason::OtherKey => "other-key",
+        subscriptions::Reason::Rotated => "rotated",
+    };
+    json!({
+        "config": settings.bridge_config.display().to_string(),
+        "url": ours.masked(),
+        "listed": listed,
+        "dryRun": dry_run,
+        "plan": {
+            "keep": plan.keep.iter().map(|(id, topic)| json!({"id": id, "topic": topic})).collect::<Vec<_>>(),
+            "create": plan.create.iter().map(|topic| json!({"topic": topic})).collect::<Vec<_>>(),
+            "delete": plan.delete.iter().map(|d| json!({
+                "id": d.id,
+                "topic": d.topic,
+                "reason": reason(d.reason),
+                "description": d.reason.describe(),
+            })).collect::<Vec<_>>(),
+            "foreign": plan.foreign,
+        },
+        "result": report.map(|r| json!({
+            "created": r.created.iter().map(|(topic, id)| json!({"id": id, "topic": topic})).collect::<Vec<_>>(),
+            "deleted": r.deleted,
+            "failures": r.failures,
+        })),
+    })
 }
 
 /// `--since` as the RFC 3339 UTC instant Qualtrics expects.
@@ -328,7 +476,7 @@ fn parse_since(text: &str) -> Result<String, String> {
         .map_err(|e| format!("--since: {e}"))
 }
 
-async fn export(survey: &str, since: Option<&str>) -> ExitCode {
+async fn export(config: &ConfigArg, survey: &str, since: Option<&str>) -> ExitCode {
     const CMD: &str = "export";
     if !crate::config::is_survey_id(survey) {
         return usage(
@@ -340,6 +488,11 @@ async fn export(survey: &str, since: Option<&str>) -> ExitCode {
         Ok(s) => s,
         Err(e) => return usage(CMD, e),
     };
+    // The file is not needed for a backfill, but a command given --config says which it read
+    // and refuses a broken one, as the others do.
+    if let Err(code) = bridge(CMD, config) {
+        return code;
+    }
     let deps = match deps(CMD) {
         Ok(d) => d,
         Err(code) => return code,
@@ -402,24 +555,14 @@ async fn poison(cmd: PoisonCommand) -> ExitCode {
         }
     };
     let result = match cmd {
-        PoisonCommand::List { limit } => crate::poison::list(&storage, limit.unwrap_or(32))
-            .await
-            .map(|parked| {
-                if parked.is_empty() {
-                    println!("{}: empty", crate::poison::POISON_QUEUE);
-                }
-                for p in parked {
-                    let what = match &p.request {
-                        Some(r) => format!("{}/{} ({:?})", r.survey_id, r.response_id, r.source),
-                        None => format!(
-                            "not a ticket request: {}",
-                            p.text().chars().take(120).collect::<String>()
-                        ),
-                    };
-                    let why = p.ledger.as_deref().unwrap_or("no ledger entry");
-                    println!("{}  {}  {what}  — {why}", p.message_id, p.inserted);
-                }
-            }),
+        PoisonCommand::List { limit, output } => {
+            crate::poison::list(&storage, limit.unwrap_or(32))
+                .await
+                .map(|parked| match output.output {
+                    Output::Text => print!("{}", parked_text(&parked)),
+                    Output::Json => println!("{:#}", parked_json(&parked)),
+                })
+        }
         PoisonCommand::Replay { limit, dry_run } => {
             crate::poison::replay(&storage, limit.unwrap_or(u32::MAX), dry_run)
                 .await
@@ -445,21 +588,125 @@ async fn poison(cmd: PoisonCommand) -> ExitCode {
     }
 }
 
-/// Builds everything the handler builds at start-up (so it refuses what start-up would),
-/// then prints it.
-fn config_check() -> ExitCode {
+/// What is shown of a message that is not a ticket request: enough to recognise it.
+fn parked_excerpt(p: &crate::poison::Parked) -> String {
+    p.text().chars().take(120).collect()
+}
+
+/// Parked messages as prose, one line each.
+fn parked_text(parked: &[crate::poison::Parked]) -> String {
+    if parked.is_empty() {
+        return format!("{}: empty\n", crate::poison::POISON_QUEUE);
+    }
+    let mut t = String::new();
+    for p in parked {
+        let what = match &p.request {
+            Some(r) => format!("{}/{} ({:?})", r.survey_id, r.response_id, r.source),
+            None => format!("not a ticket request: {}", parked_excerpt(p)),
+        };
+        let why = p.ledger.as_deref().unwrap_or("no ledger entry");
+        t.push_str(&format!(
+            "{}  {}  {what}  — {why}\n",
+            p.message_id, p.inserted
+        ));
+    }
+    t
+}
+
+/// Parked messages as one JSON document; `request` is the message as queued, or null.
+fn parked_json(parked: &[crate::poison::Parked]) -> serde_json::Value {
+    let messages: Vec<_> = parked
+        .iter()
+        .map(|p| {
+            json!({
+                "messageId": p.message_id,
+                "insertedOn": p.inserted,
+                "dequeueCount": p.dequeue_count,
+                "request": p.request.as_ref().and_then(|r| serde_json::to_value(r).ok()),
+                "text": p.request.is_none().then(|| parked_excerpt(p)),
+                "reason": p.ledger,
+            })
+        })
+        .collect();
+    json!({"queue": crate::poison::POISON_QUEUE, "messages": messages})
+}
+
+fn config_check(config: &ConfigArg, output: Output) -> ExitCode {
     const CMD: &str = "config check";
-    let (bridge, settings) = match bridge(CMD) {
-        Ok(b) => b,
+    let settings = match settings_with(CMD, config) {
+        Ok(s) => s,
         Err(code) => return code,
     };
+    let bridge = match settings.load_bridge() {
+        Ok(b) => b,
+        Err(e) => return usage(CMD, e),
+    };
+    // Build everything start-up builds, so the check refuses what start-up would.
     let built = deps(CMD).and_then(|d| Functions::build(&bridge, &d).map_err(|e| usage(CMD, e)));
     if let Err(code) = built {
         return code;
     }
-    println!("bridge config: {}", settings.bridge_config.display());
+    match output {
+        Output::Text => print!("{}", check_text(&settings, &bridge)),
+        Output::Json => println!("{:#}", check_json(&settings, &bridge)),
+    }
+    ExitCode::SUCCESS
+}
+
+/// One setting as `config check` shows it.
+enum Shown {
+    /// Its value, masked where it may carry a key.
+    Set(String),
+    Default(&'static str),
+    Platform,
+    Unset,
+}
+
+impl Shown {
+    fn of(spec: &crate::config::SettingSpec) -> Self {
+        match (setting(spec.name), spec.source) {
+            (Some(v), _) => Self::Set(mask(spec.name, &v)),
+            (None, SettingSource::Default(d)) => Self::Default(d),
+            (None, SettingSource::Platform) => Self::Platform,
+            (None, _) => Self::Unset,
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Self::Set(v) => v.clone(),
+            Self::Default(d) => format!("(default) {d}"),
+            Self::Platform => "(set by the platform)".into(),
+            Self::Unset => "(unset)".into(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let (state, value) = match self {
+            Self::Set(v) => ("set", Some(v.as_str())),
+            Self::Default(d) => ("default", Some(*d)),
+            Self::Platform => ("platform", None),
+            Self::Unset => ("unset", None),
+        };
+        json!({"state": state, "value": value})
+    }
+}
+
+/// The `config check` report as prose.
+fn check_text(settings: &HandlerSettings, bridge: &BridgeConfig) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "bridge config: {}", config_line(settings));
+    if bridge.sandbox {
+        let _ = writeln!(
+            t,
+            "  sandbox = true: devkit's sample; scripts/package.sh refuses to package it"
+        );
+    }
     if bridge.surveys.is_empty() {
-        println!("  no surveys: nothing is exported and no ticket is raised");
+        let _ = writeln!(
+            t,
+            "  no surveys: nothing is exported and no ticket is raised"
+        );
     }
     for s in &bridge.surveys {
         let tickets = match &s.tickets {
@@ -477,29 +724,18 @@ fn config_check() -> ExitCode {
         } else {
             ""
         };
-        println!(
-            "  {}: export {}, {tickets}{unsigned}",
-            s.id,
-            if s.export { "on" } else { "off" }
-        );
+        let export = if s.export { "on" } else { "off" };
+        let _ = writeln!(t, "  {}: export {export}, {tickets}{unsigned}", s.id);
     }
-    println!("settings:");
+    let _ = writeln!(t, "settings:");
     for spec in KNOWN_SETTINGS {
-        let shown = match (setting(spec.name), spec.source) {
-            (Some(v), _) => mask(spec.name, &v),
-            (None, SettingSource::Default(d)) => format!("(default) {d}"),
-            (None, SettingSource::Platform) => "(set by the platform)".into(),
-            (None, _) => "(unset)".into(),
-        };
-        println!("  {} = {shown}", spec.name);
+        let _ = writeln!(t, "  {} = {}", spec.name, Shown::of(spec).text());
     }
-    println!(
-        "secrets ({}):",
-        match setting("KEY_VAULT_URL") {
-            Some(url) => format!("Key Vault {url}, read on first use"),
-            None => "environment variables".into(),
-        }
-    );
+    let source = match setting("KEY_VAULT_URL") {
+        Some(url) => format!("Key Vault {url}, read on first use"),
+        None => "environment variables".into(),
+    };
+    let _ = writeln!(t, "secrets ({source}):");
     if setting("KEY_VAULT_URL").is_none() {
         for name in SECRETS {
             let state = if setting(&name.env_name()).is_some() {
@@ -507,11 +743,62 @@ fn config_check() -> ExitCode {
             } else {
                 "missing"
             };
-            println!("  {name} ({}) {state}", name.env_name());
+            let _ = writeln!(t, "  {name} ({}) {state}", name.env_name());
         }
     }
-    println!("config check: ok");
-    ExitCode::SUCCESS
+    let _ = writeln!(t, "config check: ok");
+    t
+}
+
+/// The `config check` report as one JSON document; values that may carry a key are masked and
+/// secrets are only ever "set" or not.
+fn check_json(settings: &HandlerSettings, bridge: &BridgeConfig) -> serde_json::Value {
+    let surveys: Vec<_> = bridge
+        .surveys
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "export": s.export,
+                "tickets": s.tickets.as_ref().map(|t| json!({
+                    "system": format!("{:?}", t.system).to_ascii_lowercase(),
+                    "when": t.when_text(),
+                })),
+                "allowUnsigned": s.allow_unsigned,
+            })
+        })
+        .collect();
+    let known: Vec<_> = KNOWN_SETTINGS
+        .iter()
+        .map(|spec| {
+            let mut shown = Shown::of(spec).json();
+            shown["name"] = json!(spec.name);
+            shown
+        })
+        .collect();
+    let key_vault = setting("KEY_VAULT_URL");
+    let secrets: Vec<_> = SECRETS
+        .iter()
+        .map(|name| {
+            let set = key_vault
+                .is_none()
+                .then(|| setting(&name.env_name()).is_some());
+            json!({"name": name.to_string(), "env": name.env_name(), "set": set})
+        })
+        .collect();
+    json!({
+        "ok": true,
+        "config": settings.bridge_config.display().to_string(),
+        "configFound": settings.bridge_config.is_file(),
+        "sandbox": bridge.sandbox,
+        "surveys": surveys,
+        "settings": known,
+        "secrets": {
+            "source": if key_vault.is_some() { "keyVault" } else { "environment" },
+            "keyVaultUrl": key_vault,
+            "items": secrets,
+        },
+    })
 }
 
 const SECRETS: [SecretName; 7] = [

@@ -114,9 +114,24 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
         meaning: "Qualtrics 429 retries one ExportPoller run may spend across all its surveys",
     },
     SettingSpec {
+        name: "TICKET_LEASE_SECONDS",
+        source: SettingSource::Default("30"),
+        meaning: "ticket ledger lease (15-60 s), renewed while TicketCreator works: a crashed worker's claim is taken over within this time",
+    },
+    SettingSpec {
+        name: "TICKET_RETRY_MAX_DELAY_SECONDS",
+        source: SettingSource::Default("300"),
+        meaning: "ceiling of the backoff before a re-enqueued ticket request comes back (a longer Retry-After is still followed)",
+    },
+    SettingSpec {
+        name: "TICKET_RETRY_WINDOW_SECONDS",
+        source: SettingSource::Default("259200"),
+        meaning: "a ticket request still failing transiently this long after its first failure is dead-lettered with the reason",
+    },
+    SettingSpec {
         name: "BRIDGE_TEST_CRASH_AT",
         source: SettingSource::Optional,
-        meaning: "test-only fault hook: abort the handler at a named export point (docs/export.md); never set in Azure",
+        meaning: "test-only fault hook: abort the handler once at a named export point (docs/export.md); never set in Azure",
     },
     SettingSpec {
         name: "SERVICENOW_INSTANCE_URL",
@@ -260,6 +275,10 @@ pub struct SurveyConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeConfig {
+    /// `sandbox = true` marks devkit's sample (`./bridge.toml`): `scripts/package.sh` refuses
+    /// to ship a file that carries it, so a deploy never runs on the sample's survey.
+    #[serde(default)]
+    pub sandbox: bool,
     #[serde(default)]
     pub surveys: Vec<SurveyConfig>,
     #[serde(default)]
@@ -344,6 +363,11 @@ mod tests {
     fn sample_config_parses() {
         let cfg = BridgeConfig::parse(include_str!("../bridge.toml")).unwrap();
         assert!(cfg.surveys[0].tickets.is_some());
+        assert!(
+            cfg.sandbox,
+            "the sample must stay recognisable to scripts/package.sh"
+        );
+        assert!(!BridgeConfig::parse("").unwrap().sandbox);
     }
 
     #[test]

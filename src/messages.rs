@@ -36,6 +36,20 @@ pub struct TicketRequest {
     pub topic: Option<String>,
     #[serde(rename = "receivedAt")]
     pub received_at: String,
+    /// Set only by `TicketCreator` when it puts a request back after a transient failure
+    /// (docs/tickets.md); a nested object, so no key can collide with the host's metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+/// How often, and since when, a request has been retried by re-enqueueing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Attempts so far (the next delivery is attempt `attempt + 1`).
+    pub attempt: u32,
+    /// RFC 3339: when the first attempt failed; the retry window counts from here.
+    pub since: String,
 }
 
 /// Why a message can never become a ticket.
@@ -87,6 +101,11 @@ impl TicketRequest {
         }
         out.extend_from_slice(b",\"receivedAt\":");
         crate::json::push_str(&mut out, &self.received_at);
+        if let Some(retry) = &self.retry {
+            // Rare (re-enqueued requests only): serde is fast enough here.
+            out.extend_from_slice(b",\"retry\":");
+            out.extend_from_slice(serde_json::to_string(retry).unwrap_or_default().as_bytes());
+        }
         out.push(b'}');
         // Only whole UTF-8 strings and ASCII went in.
         String::from_utf8(out).unwrap_or_default()
@@ -138,7 +157,16 @@ mod tests {
             RequestSource::Export,
             RequestSource::Replay,
         ] {
-            for topic in [None, Some("a \"topic\" \\ with\tcontrols é".to_string())] {
+            for (topic, retry) in [
+                (None, None),
+                (
+                    Some("a \"topic\" \\ with\tcontrols é".to_string()),
+                    Some(Retry {
+                        attempt: 3,
+                        since: "2026-12-01T00:00:01Z".into(),
+                    }),
+                ),
+            ] {
                 let r = TicketRequest {
                     v: TicketRequest::VERSION,
                     survey_id: "SV_1".into(),
@@ -146,8 +174,10 @@ mod tests {
                     source,
                     topic,
                     received_at: "2026-12-01T00:00:00Z".into(),
+                    retry,
                 };
                 assert_eq!(r.to_text(), serde_json::to_string(&r).unwrap());
+                assert_eq!(TicketRequest::parse(&r.to_text()).unwrap(), r);
             }
         }
     }

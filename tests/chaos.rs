@@ -30,7 +30,6 @@ const ZD: &str = "SV_chaosZdsk0001";
 const SURVEYS: [&str; 2] = [SN, ZD];
 const WEBHOOK_KEY: &str = "chaos-webhook-key-91c2";
 const QUALTRICS_TOKEN: &str = "chaos-qualtrics-token";
-const TICKETS: &str = "ticket-requests";
 const POISON: &str = "ticket-requests-poison";
 const EXPORTS: &str = "qualtrics-exports";
 const STATE: &str = "bridge-state";
@@ -97,6 +96,10 @@ impl Chaos {
             .setting("QUALTRICS_API_TOKEN", QUALTRICS_TOKEN)
             .setting("QUALTRICS_WEBHOOK_KEY", WEBHOOK_KEY)
             .setting("EXPORT_POLL_INTERVAL_MS", "20")
+            // Transient ticket failures come back within seconds; a killed worker's claim is
+            // taken over after the shortest lease Blob Storage grants.
+            .setting("TICKET_RETRY_MAX_DELAY_SECONDS", "5")
+            .setting("TICKET_LEASE_SECONDS", "15")
             .setting("SERVICENOW_INSTANCE_URL", &servicenow.url())
             .setting("SERVICENOW_USERNAME", servicenow::USERNAME)
             .setting("SERVICENOW_PASSWORD", servicenow::PASSWORD)
@@ -214,31 +217,19 @@ impl Chaos {
             );
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let mut quiet_since = Instant::now();
-        let mut last_runs = usize::MAX;
-        loop {
-            let runs = self.ticket_runs();
-            if runs != last_runs {
-                last_runs = runs;
-                quiet_since = Instant::now();
-            }
-            if quiet_since.elapsed() > Duration::from_secs(2)
-                && self.peek(TICKETS).await.is_empty()
-                && self.all_final().await
-            {
-                return;
-            }
-            if Instant::now() > deadline {
-                let a = self.audit().await;
-                a.print();
-                panic!(
-                    "{}: ticket requests never settled; queue {:?}; unfinished: {:?}",
-                    self.name,
-                    self.peek(TICKETS).await.len(),
-                    self.unfinished(5).await
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        // Completion, not a quiet spell: nothing in flight, no request left or leased. Once
+        // settled nothing more will happen, so every request must be final now.
+        self.stack
+            .settle(deadline.saturating_duration_since(Instant::now()))
+            .await;
+        if !self.all_final().await {
+            let a = self.audit().await;
+            a.print();
+            panic!(
+                "{}: the stack settled with ticket requests not final; unfinished: {:?}",
+                self.name,
+                self.unfinished(5).await
+            );
         }
     }
 
@@ -377,16 +368,29 @@ impl Chaos {
         out
     }
 
-    /// Lines per response id across every export blob, keyed by (survey, response).
+    /// Lines per response id across every export blob, keyed by (survey, response). Every line
+    /// must be, byte for byte, the response as the fake served it (a repair that kept the id
+    /// but not the content fails here); a mismatch names the id, never the respondent data.
     async fn exported(&self) -> HashMap<(String, String), usize> {
         let names = common::blob_names(&self.storage, EXPORTS).await;
+        let mut served: HashMap<String, HashMap<String, String>> = HashMap::new();
         let mut out = HashMap::new();
         for n in names {
             let survey = n.split('/').next().unwrap_or_default().to_string();
-            let text = self.blob_text(EXPORTS, &n).await.unwrap_or_default();
+            let source = served
+                .entry(survey.clone())
+                .or_insert_with(|| self.qualtrics.served(&survey).into_iter().collect());
+            let text = self
+                .blob_text(EXPORTS, &n)
+                .await
+                .unwrap_or_else(|| panic!("export blob {n} cannot be read"));
             for line in text.lines() {
                 let v: Value = serde_json::from_str(line).expect("each line is one JSON object");
                 let id = v["responseId"].as_str().unwrap_or_default().to_string();
+                assert!(
+                    source.get(&id).is_some_and(|s| s == line),
+                    "{n}: the line of {id} is not the response the fake served"
+                );
                 *out.entry((survey.clone(), id)).or_default() += 1;
             }
         }
@@ -529,7 +533,7 @@ impl Chaos {
     }
 
     /// SIGKILLs the handler from outside (as the OOM killer or a crash would) and waits until
-    /// the local host has noticed and started a new one.
+    /// the local host has noticed and started a new one (a worker or a host restart).
     async fn kill_handler(&self) {
         let before = self.stack.host.crash_restarts();
         let pid = self
@@ -691,10 +695,16 @@ impl Audit {
             self.exported, self.responses,
             "{s}: every response exported once"
         );
+        // The scenarios inject only transient faults: every live response ends with exactly
+        // one ticket, and nothing is parked.
         assert_eq!(
-            self.ticketed + self.poisoned_explained,
-            self.live,
-            "{s}: every live response has one ticket or an explained poison entry"
+            self.ticketed, self.live,
+            "{s}: every live response has exactly one ticket"
+        );
+        assert_eq!(
+            (self.poisoned_explained, self.poison_superseded),
+            (0, 0),
+            "{s}: transient faults parked requests in poison"
         );
     }
 }
@@ -748,14 +758,7 @@ async fn qualtrics_faults() {
         );
     }
     assert!(failed_runs >= 1, "the export failures happened");
-    // A request can use up its five attempts inside a storm; it is then parked with the
-    // reason (or its ticket comes from another copy). Most must get through.
-    assert!(
-        a.ticketed * 10 >= a.live * 9,
-        "{} of {} ticketed",
-        a.ticketed,
-        a.live
-    );
+    assert!(a.live > 0);
 }
 
 /// ServiceNow and Zendesk misbehave: a rate limit answering 429 with `Retry-After`, 5xx
@@ -799,9 +802,11 @@ async fn ticketing_faults() {
         })
         .await;
     assert!(busy, "both rate limits answered 429");
-    c.stack
+    let ran = c
+        .stack
         .eventually(Duration::from_secs(30), || async { c.ticket_runs() > 60 })
         .await;
+    assert!(ran, "the faults had 60 ticket invocations to bite");
     let a = c.settle_and_audit().await;
     for (system, statuses) in [
         (
@@ -820,12 +825,7 @@ async fn ticketing_faults() {
         assert!(statuses.contains(&429), "{system}: no 429");
         assert!(statuses.iter().any(|s| *s >= 500), "{system}: no 5xx");
     }
-    assert!(
-        a.ticketed * 10 >= a.live * 9,
-        "{} of {} ticketed",
-        a.ticketed,
-        a.live
-    );
+    assert!(a.live > 0);
 }
 
 /// Azurite is stopped while webhooks arrive, tickets drain and an export runs, then started
@@ -891,7 +891,8 @@ fn served(q: &FakeQualtrics, suffix: &str, method: &str) -> usize {
 /// The handler is SIGKILLed from outside, timed on what the fakes observe: during the first
 /// (full) export once Qualtrics has started serving the file; while ServiceNow, then Zendesk,
 /// hold create replies (the ticket exists, the ledger does not know yet); and while an
-/// incremental export is polling. The local host restarts it every time.
+/// incremental export is polling. The local host replaces it every time: a worker restart, or
+/// at the third kill a host restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_killed() {
     let c = Chaos::start("handler-sigkill", (4000, 2000), true).await;
@@ -943,7 +944,14 @@ async fn handler_killed() {
     c.qualtrics.set_poll_delay(Duration::ZERO);
 
     let a = c.settle_and_audit().await;
-    assert!(a.handler_restarts >= 4, "{} restarts", a.handler_restarts);
+    // Four kills within minutes: the host restarts the worker after the first two, shuts down
+    // at the third (the platform starts a new host, whose error count starts at zero) and
+    // restarts the worker after the fourth, as Azure's host would (reference §1).
+    assert_eq!(
+        (a.handler_restarts, c.stack.host.host_restarts()),
+        (4, 1),
+        "(handler restarts, host restarts)"
+    );
     assert!(
         a.found_by_lookup >= 1,
         "a ticket created by a killed attempt was found by the retry's lookup"
@@ -1037,6 +1045,8 @@ async fn everything_long() {
     }
     let a = c.settle_and_audit().await;
     assert!(a.handler_restarts >= 3, "{} restarts", a.handler_restarts);
+    // Every third worker error within 30 minutes of the previous one restarts the host.
+    assert_eq!(c.stack.host.host_restarts(), a.handler_restarts / 3);
 }
 
 /// Reads a `/proc/{pid}/status` field in KiB (`VmHWM` is the peak resident set).

@@ -113,6 +113,9 @@ async fn envelope_errors_fail_the_invocation_with_a_reason() {
     assert_eq!(ready.status(), 200);
     assert_eq!(ready.headers()["content-type"], "application/json");
 
+    // `want` is a fragment of the handler's own reason, on purpose: the status alone cannot
+    // show *which* check refused the envelope (they all fail the invocation), and the reason
+    // is what an operator reads in the host's log. A rewording updates this table.
     for (path, body, want) in [
         ("/TicketCreator", "not json", "not a JSON envelope"),
         ("/TicketCreator", r#"{"Data":{}}"#, "no Data.request"),

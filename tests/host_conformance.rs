@@ -93,11 +93,8 @@ async fn http_trigger_through_the_front_door() {
         .send()
         .await
         .unwrap();
-    assert!(
-        resp.status().is_client_error() || resp.status() == 501,
-        "{}",
-        resp.status()
-    );
+    // The handler sees no Body and refuses the empty form: 400, as `webhook_e2e` pins.
+    assert_eq!(resp.status(), 400);
     assert!(invocations(&stack, "QualtricsWebhook")
         .iter()
         .all(|r| r.outcome.is_ok()));
@@ -149,7 +146,8 @@ async fn invalid_request_is_dead_lettered_byte_exact_at_once() {
 async fn metadata_overwritten_by_message_fields_does_not_break_decoding() {
     let stack = Stack::start().await;
     // The host copies top-level message properties into Metadata, overwriting DequeueCount
-    // with a double-encoded value; the handler must still decode the message.
+    // with the text of the number, double-encoded (`"\"3\""`, as devkit now sends it); the
+    // handler must still decode the message: one invocation, straight to poison, not five.
     let text = r#"{"DequeueCount":3,"Id":"x","v":1}"#;
     put(&stack, TICKETS, text).await;
     assert!(
@@ -167,7 +165,10 @@ async fn metadata_overwritten_by_message_fields_does_not_break_decoding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_invocation_is_retried_then_poisoned_after_five_tries() {
     // The response exists in (fake) Qualtrics, but ServiceNow is unreachable (a closed
-    // loopback port): every attempt fails transiently, so the host retries, then poisons.
+    // loopback port): every attempt fails transiently. The handler would re-enqueue the
+    // request itself, but this one fills a queue message to the 64 KiB limit (a long topic),
+    // so the re-enqueued copy (with its retry count) is refused: only then does the
+    // invocation fail, and the host retries, then poisons.
     let qualtrics = devkit::fakes::qualtrics::FakeQualtrics::start("q-token")
         .await
         .unwrap();
@@ -188,7 +189,15 @@ async fn failing_invocation_is_retried_then_poisoned_after_five_tries() {
         .setting("SERVICENOW_PASSWORD", "pw")
         .start()
         .await;
-    let text = request("SV_retry", &response);
+    let short = request("SV_retry", &response);
+    // base64 of the message is 65,532 characters: 4 under the limit.
+    let topic = "t".repeat(49_149 - short.len() - r#","topic":"""#.len());
+    let text = short.replacen(
+        r#","receivedAt""#,
+        &format!(r#","topic":"{topic}","receivedAt""#),
+        1,
+    );
+    assert_eq!(text.len(), 49_149);
     put(&stack, TICKETS, &text).await;
     assert!(
         stack
@@ -203,6 +212,11 @@ async fn failing_invocation_is_retried_then_poisoned_after_five_tries() {
     let counts: Vec<Option<u32>> = runs.iter().map(|r| r.dequeue_count).collect();
     assert_eq!(counts, vec![Some(1), Some(2), Some(3), Some(4), Some(5)]);
     assert!(runs.iter().all(|r| r.outcome.is_err()));
+    assert!(
+        runs.iter()
+            .all(|r| format!("{:?}{:?}", r.outcome, r.logs).contains("cannot re-enqueue")),
+        "each attempt failed because the re-enqueue did: {runs:?}"
+    );
     assert!(stack.queue_texts(TICKETS).await.is_empty());
     stack.assert_no_violations();
 }
@@ -299,15 +313,99 @@ async fn timer_fires_on_demand_and_through_the_admin_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_restarts_after_a_crash_and_stops_cleanly_on_sigterm() {
     let stack = Stack::start().await;
-    let before = stack.host.handler_pid().await;
-    stack.host.restart_handler().await.unwrap();
-    assert_ne!(stack.host.handler_pid().await, before);
-    let resp = reqwest::get(stack.webhook_url()).await.unwrap();
-    assert_eq!(resp.status(), 200);
+    // Worker errors one and two restart the worker; the third within 30 minutes shuts the host
+    // down, and the platform's new host starts the handler with its error count at zero.
+    for (kills, host_restarts) in [(1, 0), (2, 0), (3, 1), (4, 1)] {
+        let before = stack.host.handler_pid().await;
+        stack.host.restart_handler().await.unwrap();
+        assert_ne!(stack.host.handler_pid().await, before);
+        assert_eq!(
+            (stack.host.crash_restarts(), stack.host.host_restarts()),
+            (kills, host_restarts),
+            "(handler restarts, host restarts) after {kills} kill(s)"
+        );
+        let resp = reqwest::get(stack.webhook_url()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
     let status = stack.host.shutdown(Duration::from_secs(5)).await;
     assert_eq!(
         status.map(|s| s.success()),
         Some(true),
         "clean exit on SIGTERM"
     );
+}
+
+/// A handler that breaks the protocol on purpose: `ExportPoller` gets an empty 200 reply (the
+/// real host would never complete that invocation), `TicketCreator` takes 1.5 s and succeeds.
+const MISBEHAVING_HANDLER: &str = r#"
+import http.server, os, time
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, body):
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.reply("{}")
+
+    def do_POST(self):
+        # The host sends the envelope chunked.
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+            self.rfile.read(size + 2)
+            if size == 0:
+                break
+        if self.path == "/ExportPoller":
+            self.reply("")
+        else:
+            time.sleep(1.5)
+            self.reply("{}")
+
+port = int(os.environ["FUNCTIONS_CUSTOMHANDLER_PORT"])
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"#;
+
+async fn misbehaving_stack() -> Stack {
+    let stack = StackBuilder::default()
+        .handler_script(MISBEHAVING_HANDLER)
+        .start()
+        .await;
+    let r = stack.host.fire("ExportPoller").await.unwrap();
+    assert!(r.outcome.is_err(), "an empty reply fails the invocation");
+    stack
+}
+
+/// The harness's default: a test that never asks about violations still fails on one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "protocol violations")]
+async fn a_violation_fails_a_test_that_does_not_opt_out() {
+    let _stack = misbehaving_stack().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_that_provokes_a_violation_opts_out_and_settle_waits_for_completion() {
+    let stack = misbehaving_stack().await;
+    let violations = stack.expect_violations();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].starts_with("ExportPoller: "),
+        "{violations:?}"
+    );
+    // settle() returns only once the slow invocation is done and its message deleted.
+    put(&stack, TICKETS, &request("SV_1", "R_1")).await;
+    stack.settle(WAIT).await;
+    let runs = invocations(&stack, "TicketCreator");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(runs[0].outcome.is_ok(), "{runs:?}");
+    assert_eq!(stack.queues.approximate_count(TICKETS).await.unwrap(), 0);
+    assert_eq!(stack.host.activity().in_flight, 0);
 }

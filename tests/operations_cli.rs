@@ -492,6 +492,16 @@ async fn backfill_writes_the_timers_blobs_and_leaves_its_cursor_alone() {
         new[0].1 == timer_bytes,
         "backfill bytes differ from the timer's"
     );
+    // And both are the source: one line per response, as the fake served it, in its order.
+    let source: Vec<u8> = fake
+        .served(SV)
+        .into_iter()
+        .flat_map(|(_, text)| (text + "\n").into_bytes())
+        .collect();
+    assert!(
+        *timer_bytes == source,
+        "the export differs from what the fake served"
+    );
     // Both starts were the same request body.
     let bodies: Vec<_> = fake
         .calls()
@@ -567,4 +577,219 @@ async fn backfill_since_sends_start_date_and_exports_only_later_responses() {
     assert!(blob(&s, "bridge-state", &format!("exports/{SV}.json"))
         .await
         .is_none());
+}
+
+/// Parses a command's stdout as the one JSON document `--output json` promises.
+fn json_of(o: &Output) -> serde_json::Value {
+    serde_json::from_str(&o.out)
+        .unwrap_or_else(|e| panic!("{e}: not one JSON document:\n{}", o.out))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_json_names_the_file_and_masks_what_may_carry_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = bridge_toml(&dir, &["SV_a"]);
+    let key = storage_auth::DEV_ACCOUNT_KEY;
+    let conn = format!("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint=http://127.0.0.1:1/devstoreaccount1;QueueEndpoint=http://127.0.0.1:2/devstoreaccount1;");
+    // --config wins over BRIDGE_CONFIG, which names a file that is not there.
+    let env = [
+        ("BRIDGE_CONFIG", "/nonexistent/bridge.toml"),
+        ("AzureWebJobsStorage", conn.as_str()),
+        ("QUALTRICS_WEBHOOK_KEY", WEBHOOK_KEY),
+    ];
+    let o = run(
+        &env,
+        &["config", "check", "--config", &config, "--output", "json"],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    assert!(
+        !o.out.contains(key) && !o.err.contains(key),
+        "account key leaked"
+    );
+    let doc = json_of(&o);
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["config"], config.as_str());
+    assert_eq!(doc["configFound"], true);
+    assert_eq!(doc["sandbox"], false);
+    assert_eq!(
+        doc["surveys"],
+        serde_json::json!([{"id": "SV_a", "export": true, "tickets": null, "allowUnsigned": false}])
+    );
+    let setting = |name: &str| {
+        doc["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no setting {name} in {doc:#}"))
+    };
+    assert_eq!(
+        setting("AzureWebJobsStorage"),
+        serde_json::json!({"name": "AzureWebJobsStorage", "state": "set", "value": "connection string for account devstoreaccount1 (key masked)"})
+    );
+    assert_eq!(setting("EXPORT_CONTAINER")["state"], "default");
+    assert_eq!(setting("EXPORT_CONTAINER")["value"], "qualtrics-exports");
+    assert_eq!(
+        setting("QUALTRICS_BASE_URL")["value"],
+        serde_json::Value::Null
+    );
+    assert_eq!(doc["secrets"]["source"], "environment");
+    let secrets = doc["secrets"]["items"].as_array().unwrap();
+    assert_eq!(secrets.len(), 7);
+    for s in secrets {
+        let set = s["name"] == "qualtrics-webhook-key";
+        assert_eq!(s["set"], set, "{s}");
+    }
+    let webhook = secrets
+        .iter()
+        .find(|s| s["name"] == "qualtrics-webhook-key")
+        .unwrap();
+    assert_eq!(webhook["env"], "QUALTRICS_WEBHOOK_KEY");
+
+    // BRIDGE_CONFIG alone is the fallback; the sample says it is the sandbox one.
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/bridge.toml");
+    let o = run(
+        &[("BRIDGE_CONFIG", sample)],
+        &["config", "check", "--output", "json"],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    let doc = json_of(&o);
+    assert_eq!(doc["config"], sample);
+    assert_eq!(doc["sandbox"], true);
+    assert_eq!(
+        doc["surveys"][0]["tickets"],
+        serde_json::json!({"system": "servicenow", "when": null})
+    );
+    // Text output says it too.
+    let o = run(&[], &["config", "check", "--config", sample]).await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    assert!(
+        o.out.contains(&format!("bridge config: {sample}\n"))
+            && o.out.contains("sandbox = true: devkit's sample"),
+        "{}",
+        o.out
+    );
+
+    // A named file that is not there is a usage error naming it.
+    let o = run(&env, &["config", "check", "--output", "json"]).await;
+    assert_eq!(o.code, 2, "{}\n{}", o.out, o.err);
+    assert!(
+        o.out.is_empty() && o.err.contains("/nonexistent/bridge.toml"),
+        "{}",
+        o.err
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_json_is_the_plan_then_what_was_done() {
+    let fake = FakeQualtrics::start(TOKEN).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = bridge_toml(&dir, &["SV_a", "SV_b"]);
+    let ids = seed(&fake);
+    let before = fake.subscriptions();
+
+    let o = sync(
+        &fake,
+        &config,
+        WEBHOOK_KEY,
+        &["--dry-run", "--output", "json"],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    assert!(changes(&fake.calls()).is_empty(), "{:?}", fake.calls());
+    assert_eq!(fake.subscriptions(), before);
+    assert!(
+        o.err
+            .contains(&format!("subscriptions sync: bridge config {config}")),
+        "{}",
+        o.err
+    );
+    let doc = json_of(&o);
+    assert_eq!(doc["config"], config.as_str());
+    assert_eq!(
+        doc["url"],
+        "http://127.0.0.1:7071/api/qualtrics/events?code=***"
+    );
+    assert_eq!(doc["listed"], 6);
+    assert_eq!(doc["dryRun"], true);
+    assert_eq!(doc["result"], serde_json::Value::Null);
+    assert_eq!(
+        doc["plan"],
+        serde_json::json!({
+            "keep": [{"id": ids["a"], "topic": topic("SV_a")}],
+            "create": [{"topic": topic("SV_b")}],
+            "delete": [
+                {"id": ids["gone"], "topic": topic("SV_gone"), "reason": "stale",
+                 "description": "stale: survey not in bridge.toml"},
+                {"id": ids["a_dup"], "topic": topic("SV_a"), "reason": "duplicate",
+                 "description": "duplicate"},
+            ],
+            "foreign": 3,
+        })
+    );
+
+    let o = sync(&fake, &config, WEBHOOK_KEY, &["--output", "json"]).await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    let doc = json_of(&o);
+    assert_eq!(doc["dryRun"], false);
+    let created = ours(&fake)
+        .into_iter()
+        .find(|s| s.topics == topic("SV_b"))
+        .expect("SV_b subscribed");
+    assert_eq!(
+        doc["result"],
+        serde_json::json!({
+            "created": [{"id": created.id, "topic": topic("SV_b")}],
+            "deleted": [ids["gone"], ids["a_dup"]],
+            "failures": [],
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_list_json_has_each_message_with_its_request_or_text() {
+    use base64::Engine;
+    let azurite = Azurite::start().await.expect("azurite");
+    let queues = devkit::queue_client::QueueClient::new(&azurite.connection());
+    queues.create_queue("ticket-requests-poison").await.unwrap();
+    let request = r#"{"v":1,"surveyId":"SV_a","responseId":"R_1","source":"webhook","receivedAt":"2026-12-01T00:00:00Z"}"#;
+    for text in [request, "not a request"] {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+        queues
+            .put_message("ticket-requests-poison", &encoded)
+            .await
+            .unwrap();
+    }
+    let conn = azurite.connection_string();
+    let o = run(
+        &[("AzureWebJobsStorage", conn.as_str())],
+        &["poison", "list", "--output", "json"],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    let doc = json_of(&o);
+    assert_eq!(doc["queue"], "ticket-requests-poison");
+    let messages = doc["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{doc:#}");
+    let request: serde_json::Value = serde_json::from_str(request).unwrap();
+    assert_eq!(messages[0]["request"], request);
+    assert_eq!(messages[0]["text"], serde_json::Value::Null);
+    assert_eq!(messages[1]["request"], serde_json::Value::Null);
+    assert_eq!(messages[1]["text"], "not a request");
+    for m in messages {
+        assert!(
+            m["messageId"].as_str().is_some_and(|s| !s.is_empty()),
+            "{m}"
+        );
+        assert!(
+            m["insertedOn"].as_str().is_some_and(|s| !s.is_empty()),
+            "{m}"
+        );
+        assert_eq!(m["dequeueCount"], 0, "peeked, never received: {m}");
+        // No ledger blob for these responses.
+        assert_eq!(m["reason"], serde_json::Value::Null, "{m}");
+    }
 }

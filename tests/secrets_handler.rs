@@ -73,6 +73,23 @@ async fn handler_reads_the_webhook_key_from_key_vault_via_managed_identity() {
         .await
         .expect("GET webhook");
     assert_eq!(resp.status(), 200);
+    // The behaviour, not the log line: a delivery signed with the vault's key is accepted,
+    // one signed with another key is not.
+    use devkit::publisher::{Delivery, Publisher};
+    let publisher = Publisher::new(stack.webhook_url());
+    let status = |key: &'static str, response: &'static str| {
+        let publisher = &publisher;
+        async move {
+            publisher
+                .deliver(&Delivery::signed(key, "SV_22VlHYNeldrrrkp", response))
+                .await
+                .expect("deliver")
+                .status
+        }
+    };
+    assert_eq!(status(KEY_VALUE, "R_vault1").await, 202, "the vault's key");
+    assert_eq!(status("whk-not-the-vault-key", "R_vault2").await, 401);
+    let output = stack.host.handler_output();
     assert!(
         !output.iter().any(|l| l.contains(KEY_VALUE)),
         "a secret value reached the logs"

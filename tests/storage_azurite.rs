@@ -120,7 +120,18 @@ async fn managed_identity_round_trip_on_oauth_azurite_over_https() {
         .create(None)
         .await
         .expect_err("an untrusted certificate must be refused");
-    eprintln!("without SSL_CERT_FILE: {err}");
+    // Any error would pass `expect_err` (a refused connection, a token failure): the chain
+    // must name the certificate check.
+    let mut chain = format!("{err} {err:?}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        chain.push_str(&format!(" | {e} {e:?}"));
+        source = e.source();
+    }
+    assert!(
+        chain.contains("UnknownIssuer") || chain.to_lowercase().contains("certificate"),
+        "not a certificate-verification failure: {chain}"
+    );
 
     map.insert("SSL_CERT_FILE".into(), files.ca.display().to_string());
     let lookup = lookup_of(map);

@@ -85,13 +85,8 @@ async fn run(system: &str, rate: RateLimit) {
         "{system}: only {} of {n} tickets after 600 s",
         count()
     );
-    // Let in-flight invocations finish, then audit.
-    let _ = stack
-        .eventually(Duration::from_secs(30), || async {
-            stack.queue_texts("ticket-requests").await.is_empty()
-        })
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Wait for completion (nothing in flight, no message left or leased), then audit.
+    stack.settle(Duration::from_secs(60)).await;
     let correlations: Vec<String> = match system {
         "servicenow" => sn
             .incidents()

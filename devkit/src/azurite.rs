@@ -18,6 +18,12 @@ pub enum AzuriteError {
     Start(#[source] std::io::Error),
     #[error("Azurite did not open its ports within {0:?}")]
     NotReady(Duration),
+    #[error("Azurite {found} ({path}) is older than {needed}, the first that accepts the storage service version the Azure SDK crates send (see scripts/install-azurite.sh); install {needed} or newer")]
+    TooOld {
+        path: PathBuf,
+        found: String,
+        needed: String,
+    },
 }
 
 /// A running Azurite (blob + queue), killed on drop.
@@ -118,8 +124,10 @@ impl Azurite {
 
     async fn spawn(&self) -> Result<(), AzuriteError> {
         let mut cmd = Command::new("node");
+        // No `--skipApiVersionCheck`: Azurite refuses a service version it does not know, as
+        // Azure would, so an Azurite older than the pin fails loudly instead of half-working.
         cmd.arg(&self.entry)
-            .args(["--silent", "--disableTelemetry", "--skipApiVersionCheck"]);
+            .args(["--silent", "--disableTelemetry"]);
         match &self.location {
             Some(dir) => cmd.arg("--location").arg(dir),
             None => cmd.arg("--inMemoryPersistence"),
@@ -214,14 +222,28 @@ impl Azurite {
 }
 
 /// Finds Azurite's entry script: `$AZURITE_JS`, else the repo's `tools/azurite`, installing
-/// the pinned version through `scripts/install-azurite.sh` when it is missing.
+/// the pinned version through `scripts/install-azurite.sh` when it is missing or another
+/// version (the SDK's service version needs the pin; older ones refuse it).
 pub fn azurite_entry() -> Result<PathBuf, AzuriteError> {
-    if let Some(p) = std::env::var_os("AZURITE_JS") {
-        return Ok(PathBuf::from(p));
-    }
     let root = repo_root();
+    if let Some(p) = std::env::var_os("AZURITE_JS") {
+        let entry = PathBuf::from(p);
+        // `…/node_modules/azurite/dist/src/azurite.js` → `…/node_modules/azurite/package.json`
+        let package = entry.ancestors().nth(3).map(|d| d.join("package.json"));
+        let found = package.as_deref().and_then(package_version);
+        if let (Some(found), Some(needed)) = (found, pinned_version(&root)) {
+            if version_key(&found) < version_key(&needed) {
+                return Err(AzuriteError::TooOld {
+                    path: entry,
+                    found,
+                    needed,
+                });
+            }
+        }
+        return Ok(entry);
+    }
     let entry = root.join("tools/azurite/node_modules/azurite/dist/src/azurite.js");
-    if entry.exists() {
+    if entry.exists() && installed_version(&root) == pinned_version(&root) {
         return Ok(entry);
     }
     let out = std::process::Command::new("bash")
@@ -238,10 +260,54 @@ pub fn azurite_entry() -> Result<PathBuf, AzuriteError> {
     Ok(entry)
 }
 
+/// The version `scripts/install-azurite.sh` pins (`AZURITE_VERSION="…"`).
+fn pinned_version(root: &Path) -> Option<String> {
+    let script = std::fs::read_to_string(root.join("scripts/install-azurite.sh")).ok()?;
+    script.lines().find_map(|l| {
+        Some(
+            l.strip_prefix("AZURITE_VERSION=")?
+                .trim_matches('"')
+                .to_string(),
+        )
+    })
+}
+
+/// The version of the Azurite installed under `tools/azurite`.
+fn installed_version(root: &Path) -> Option<String> {
+    package_version(&root.join("tools/azurite/node_modules/azurite/package.json"))
+}
+
+/// `version` of an npm `package.json`.
+fn package_version(path: &Path) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    Some(v.get("version")?.as_str()?.to_string())
+}
+
+/// `3.37.0` → `[3, 37, 0]`, for ordering versions (a non-numeric part counts as 0).
+fn version_key(v: &str) -> Vec<u64> {
+    v.split('.')
+        .map(|p| p.split('-').next().unwrap_or("").parse().unwrap_or(0))
+        .collect()
+}
+
 /// The workspace root (the parent of `devkit/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_order_numerically_and_the_pin_is_readable() {
+        assert!(version_key("3.35.0") < version_key("3.37.0"));
+        assert!(version_key("3.9.0") < version_key("3.37.0"));
+        assert!(version_key("3.37.1") > version_key("3.37.0"));
+        let pin = pinned_version(&repo_root()).expect("AZURITE_VERSION in install-azurite.sh");
+        assert!(version_key(&pin) >= version_key("3.37.0"), "{pin}");
+    }
 }

@@ -61,6 +61,13 @@ pub fn record_command<N: AsRef<str>, V: AsRef<str>>(
 /// Writes `lines` (one output) and the values registered so far, when the scan is enabled.
 pub fn persist(label: &str, lines: &[String]) {
     let Some(dir) = std::env::var_os(OUTPUT_DIR_VAR).map(PathBuf::from) else {
+        // Said once per test process, so a run outside `scripts/test.sh` knows it was skipped.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            eprintln!(
+                "devkit: redaction scan skipped ({OUTPUT_DIR_VAR} is not set; scripts/test.sh sets it)"
+            );
+        });
         return;
     };
     let stem = format!(

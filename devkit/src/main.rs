@@ -1,98 +1,126 @@
 //! `devkit`: run qualtrics-bridge locally behind the local Functions host on Azurite.
-//!
-//! ```text
-//! devkit up   --binary target/release/qualtrics-bridge [--port 7071] [--settings local.settings.json]
-//! devkit host --app-root DIR [--port 7071] [--settings local.settings.json]
-//! devkit publish --url URL [--key-env QUALTRICS_WEBHOOK_KEY] --survey SV_… --response R_…
-//! devkit bench-startup --binary PATH [--runs 20]
-//! devkit scan-output DIR [--min-outputs N]
-//! ```
+//! `devkit --help` and `devkit <command> --help` describe each command.
 
 use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
 use devkit::azurite::{repo_root, Azurite};
 use devkit::host::app::Settings;
 use devkit::host::{HostOptions, LocalHost, TimerMode};
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage:
-  devkit up   --binary PATH [--port 7071] [--settings FILE]   stage the repo's app, start Azurite and the host
-  devkit host --app-root DIR [--port 7071] [--settings FILE]  run the host on an existing app root
-  devkit publish --url URL [--key-env NAME] --survey SV_… --response R_…  send one signed delivery
-  devkit bench-startup --binary PATH [--runs 20]              spawn-to-ready time, idle RSS, size
-  devkit scan-output DIR [--min-outputs N]                    redaction audit of a test run's output
+/// Local Functions host, fake services and tools for qualtrics-bridge.
+#[derive(Debug, Parser)]
+#[command(name = "devkit", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-Settings come from FILE's \"Values\" (local.settings.json format), then the environment for the
-names it does not set. The function key is printed on start (DEVKIT_FUNCTION_KEY overrides it).";
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Stage the repo's app, start Azurite and the local host (sandbox mode when no Qualtrics
+    /// or ticketing setting is set).
+    Up {
+        /// The handler binary to stage (target/release/qualtrics-bridge).
+        #[arg(long, value_name = "PATH")]
+        binary: PathBuf,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Run the local host on an existing app root.
+    Host {
+        /// Directory holding host.json, the handler and <Function>/function.json.
+        #[arg(long, value_name = "DIR")]
+        app_root: PathBuf,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Send one signed completed-response delivery (form: Topic, MSG, HMAC) and print the
+    /// status; fails unless it is 2xx.
+    Publish {
+        /// The webhook URL, with ?code=<function key> (devkit up prints it as WEBHOOK_URL).
+        #[arg(long)]
+        url: String,
+        /// Environment variable that holds the webhook key to sign with.
+        #[arg(long, value_name = "NAME", default_value = "QUALTRICS_WEBHOOK_KEY")]
+        key_env: String,
+        /// The survey (SV_…).
+        #[arg(long, value_name = "SV_…")]
+        survey: String,
+        /// The response (R_…); in sandbox mode, one devkit up printed as SANDBOX_RESPONSES.
+        #[arg(long, value_name = "R_…")]
+        response: String,
+        /// Brand id in the topic.
+        #[arg(long, default_value = devkit::publisher::DEFAULT_BRAND)]
+        brand: String,
+        /// Send this many extra copies (duplicate deliveries).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        duplicates: usize,
+    },
+    /// Spawn-to-ready time, idle RSS and size of the handler.
+    BenchStartup {
+        #[arg(long, value_name = "PATH")]
+        binary: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
+    /// Redaction audit of a test run's output: fails if a protected value reached it, or if
+    /// fewer than N outputs were collected (a scan of nothing proves nothing).
+    ScanOutput {
+        dir: PathBuf,
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        min_outputs: usize,
+    },
+}
 
-struct Args {
-    command: String,
-    binary: Option<PathBuf>,
-    app_root: Option<PathBuf>,
-    settings: Option<PathBuf>,
+#[derive(Debug, Args)]
+struct HostArgs {
+    /// Front door port.
+    #[arg(long, default_value_t = 7071)]
     port: u16,
-    runs: usize,
+    /// Settings file in local.settings.json format. Like Core Tools, a non-empty environment
+    /// variable wins over the file's "Values" entry of the same name.
+    #[arg(long, value_name = "FILE")]
+    settings: Option<PathBuf>,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let mut it = std::env::args().skip(1);
-    let command = it.next().unwrap_or_default();
-    let mut args = Args {
-        command,
-        binary: None,
-        app_root: None,
-        settings: None,
-        port: 7071,
-        runs: 20,
+/// The settings the handler sees, with Core Tools' precedence: a variable set (non-empty) in
+/// the environment wins over the file's `Values` entry, which fills the rest. Returns the
+/// names skipped from the file.
+fn merge_settings(
+    file: Option<(&Path, &str)>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<(Settings, Vec<String>)> {
+    let mut settings: Settings = env.into_iter().collect();
+    let mut skipped = Vec::new();
+    let Some((path, text)) = file else {
+        return Ok((settings, skipped));
     };
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--binary" => args.binary = Some(value()?.into()),
-            "--app-root" => args.app_root = Some(value()?.into()),
-            "--settings" => args.settings = Some(value()?.into()),
-            "--port" => {
-                let v = value()?;
-                args.port = v
-                    .parse()
-                    .with_context(|| format!("--port {v:?} is not a port"))?;
-            }
-            "--runs" => {
-                let v = value()?;
-                args.runs = v
-                    .parse()
-                    .with_context(|| format!("--runs {v:?} is not a count"))?;
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    Ok(args)
-}
-
-fn load_settings(file: Option<&Path>) -> anyhow::Result<Settings> {
-    let mut settings = Settings::new();
-    if let Some(file) = file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON", file.display()))?;
-        if let Some(values) = json.get("Values").and_then(|v| v.as_object()) {
-            for (k, v) in values {
-                let v = v
-                    .as_str()
-                    .with_context(|| format!("{}: Values.{k} must be a string", file.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if let Some(values) = json.get("Values").and_then(|v| v.as_object()) {
+        for (k, v) in values {
+            let v = v
+                .as_str()
+                .with_context(|| format!("{}: Values.{k} must be a string", path.display()))?;
+            if settings.get(k).is_some_and(|e| !e.is_empty()) {
+                skipped.push(k.clone());
+            } else {
                 settings.insert(k.clone(), v.to_string());
             }
         }
     }
-    for (k, v) in std::env::vars() {
-        settings.entry(k).or_insert(v);
+    Ok((settings, skipped))
+}
+
+fn load_settings(file: Option<&Path>) -> anyhow::Result<Settings> {
+    let text = file
+        .map(|f| std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display())))
+        .transpose()?;
+    let (settings, skipped) = merge_settings(file.zip(text.as_deref()), std::env::vars())?;
+    for k in skipped {
+        // Core Tools' own words, so the behaviour is recognisable.
+        eprintln!("Skipping '{k}' from local settings as it's already defined in current environment variables.");
     }
     Ok(settings)
 }
@@ -100,23 +128,9 @@ fn load_settings(file: Option<&Path>) -> anyhow::Result<Settings> {
 /// `devkit scan-output DIR [--min-outputs N]`: fails if any protected value (secret, free
 /// text, respondent address) registered during a test run appears in any output it collected,
 /// or if fewer than N outputs were collected (a scan of nothing proves nothing).
-fn scan_output(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
-    let dir = PathBuf::from(args.next().context("scan-output needs DIR")?);
-    let mut min_outputs = 1usize;
-    while let Some(flag) = args.next() {
-        match flag.as_str() {
-            "--min-outputs" => {
-                min_outputs = args
-                    .next()
-                    .context("--min-outputs needs a number")?
-                    .parse()
-                    .context("--min-outputs needs a number")?
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
+fn scan_output(dir: &Path, min_outputs: usize) -> anyhow::Result<()> {
     let scan =
-        devkit::canary::scan(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        devkit::canary::scan(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     eprintln!(
         "redaction scan of {}: {} outputs, {} lines, {} protected values, {} leaks",
         dir.display(),
@@ -149,28 +163,37 @@ fn scan_output(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match std::env::args().nth(1).as_deref() {
-        Some("publish") => return devkit::publisher::cli(std::env::args().skip(2)).await,
-        Some("scan-output") => return scan_output(std::env::args().skip(2)),
-        _ => {}
-    }
+    let (binary, app_root, host) = match Cli::parse().command {
+        Command::Publish {
+            url,
+            key_env,
+            survey,
+            response,
+            brand,
+            duplicates,
+        } => {
+            return devkit::publisher::publish(
+                &url, &key_env, &brand, &survey, &response, duplicates,
+            )
+            .await
+        }
+        Command::ScanOutput { dir, min_outputs } => return scan_output(&dir, min_outputs),
+        Command::BenchStartup { binary, runs } => return bench_startup(&binary, runs),
+        Command::Up { binary, host } => (Some(binary), None, host),
+        Command::Host { app_root, host } => (None, Some(app_root), host),
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let args = parse_args()?;
-    if args.command == "bench-startup" {
-        return bench_startup(&args);
-    }
-    let mut settings = load_settings(args.settings.as_deref())?;
+    let mut settings = load_settings(host.settings.as_deref())?;
     settings
         .entry("EXPORT_SCHEDULE".into())
         .or_insert_with(|| "0 */15 * * * *".into());
     let mut azurite = None;
     let mut sandbox = None;
-    let app_root = match args.command.as_str() {
-        "up" => {
-            let binary = args.binary.context("devkit up needs --binary")?;
+    let app_root = match (binary, app_root) {
+        (Some(binary), _) => {
             let dest = repo_root().join("target/devkit-app");
             devkit::staging::stage(&repo_root(), &binary, &dest).context("cannot stage the app")?;
             let storage = settings
@@ -189,9 +212,8 @@ async fn main() -> anyhow::Result<()> {
             sandbox = Sandbox::start_if_unconfigured(&mut settings).await?;
             dest
         }
-        "host" => args.app_root.context("devkit host needs --app-root")?,
-        "" => bail!("{USAGE}"),
-        other => bail!("unknown command {other:?}\n{USAGE}"),
+        (None, Some(root)) => root,
+        (None, None) => bail!("devkit: no app to run"),
     };
     let function_key = std::env::var("DEVKIT_FUNCTION_KEY")
         .unwrap_or_else(|_| uuid::Uuid::new_v4().simple().to_string());
@@ -199,7 +221,7 @@ async fn main() -> anyhow::Result<()> {
     let host = LocalHost::start(HostOptions {
         app_root,
         settings,
-        port: args.port,
+        port: host.port,
         function_key,
         master_key: master_key.clone(),
         timers: TimerMode::Schedule,
@@ -219,9 +241,14 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("Run the export timer now: curl -X POST -H 'x-functions-key: {master_key}' -H 'content-type: application/json' -d '{{}}' {}/admin/functions/ExportPoller", host.base_url);
     if let (Some(sandbox), Some(url)) = (&sandbox, host.function_url("QualtricsWebhook")) {
         sandbox.demo(&url).await;
+        sandbox.recipe();
     }
+    let watch = sandbox.as_ref().map(Sandbox::watch_tickets);
     eprintln!("Ctrl-C stops everything.");
     tokio::signal::ctrl_c().await.ok();
+    if let Some(w) = watch {
+        w.abort();
+    }
     host.shutdown(std::time::Duration::from_secs(5)).await;
     drop(azurite);
     drop(sandbox);
@@ -232,29 +259,44 @@ async fn main() -> anyhow::Result<()> {
 /// ServiceNow on loopback and points the handler at them, so the whole flow can be tried with
 /// no accounts. Nothing leaves the machine.
 struct Sandbox {
-    qualtrics: devkit::fakes::qualtrics::FakeQualtrics,
-    servicenow: devkit::fakes::servicenow::FakeServiceNow,
+    /// Held so the fake keeps serving; dropping it stops it.
+    _qualtrics: devkit::fakes::qualtrics::FakeQualtrics,
+    servicenow: std::sync::Arc<devkit::fakes::servicenow::FakeServiceNow>,
     webhook_key: String,
+    /// The completed response the start-up demo delivers.
+    demo_response: String,
+    /// Further completed responses the fake Qualtrics holds, for `devkit publish`.
+    responses: Vec<String>,
 }
 
 const SANDBOX_SURVEY: &str = "SV_22VlHYNeldrrrkp";
+/// How many completed responses the sandbox offers for `devkit publish`.
+const SANDBOX_RESPONSES: usize = 3;
 
 impl Sandbox {
     async fn start_if_unconfigured(settings: &mut Settings) -> anyhow::Result<Option<Self>> {
+        let set = |settings: &Settings, k: &str| {
+            settings.get(k).filter(|v| !v.trim().is_empty()).cloned()
+        };
         let configured = [
             "QUALTRICS_BASE_URL",
             "SERVICENOW_INSTANCE_URL",
             "ZENDESK_BASE_URL",
         ]
         .iter()
-        .any(|k| settings.get(*k).is_some_and(|v| !v.trim().is_empty()));
+        .any(|k| set(settings, k).is_some());
         if configured {
             return Ok(None);
         }
+        // A preset key (environment or settings file) is kept, so a shell that already
+        // exports one can sign deliveries; otherwise a throwaway key for this run.
+        let webhook_key = set(settings, "QUALTRICS_WEBHOOK_KEY")
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let webhook_key = uuid::Uuid::new_v4().simple().to_string();
         let qualtrics = devkit::fakes::qualtrics::FakeQualtrics::start(&token).await?;
         let servicenow = devkit::fakes::servicenow::FakeServiceNow::start().await?;
+        let mut responses = qualtrics.add_responses(SANDBOX_SURVEY, 1 + SANDBOX_RESPONSES);
+        let demo_response = responses.remove(0);
         for (k, v) in [
             ("QUALTRICS_BASE_URL", qualtrics.base_url.clone()),
             ("QUALTRICS_API_TOKEN", token),
@@ -280,23 +322,25 @@ impl Sandbox {
             qualtrics.base_url,
             servicenow.url()
         );
-        eprintln!(" Nothing leaves this machine; keys and tokens are random for this run.");
+        eprintln!(
+            " Nothing leaves this machine; the webhook key below is a throwaway for this run."
+        );
         eprintln!("==============================================================================");
         Ok(Some(Self {
-            qualtrics,
-            servicenow,
+            _qualtrics: qualtrics,
+            servicenow: std::sync::Arc::new(servicenow),
             webhook_key,
+            demo_response,
+            responses,
         }))
     }
 
-    /// Records one completed response in the fake Qualtrics, sends its signed webhook through
-    /// the local host, and reports the ticket the fake ServiceNow received.
+    /// Sends the signed webhook of a completed response the fake Qualtrics holds through the
+    /// local host, and reports the ticket the fake ServiceNow received.
     async fn demo(&self, webhook_url: &str) {
-        let Some(response) = self.qualtrics.add_responses(SANDBOX_SURVEY, 1).pop() else {
-            return;
-        };
+        let response = &self.demo_response;
         let delivery =
-            devkit::publisher::Delivery::signed(&self.webhook_key, SANDBOX_SURVEY, &response);
+            devkit::publisher::Delivery::signed(&self.webhook_key, SANDBOX_SURVEY, response);
         match devkit::publisher::Publisher::new(webhook_url)
             .deliver(&delivery)
             .await
@@ -322,16 +366,49 @@ impl Sandbox {
         }
         eprintln!("demo: no ticket after 10 s; see the handler's log above");
     }
+
+    /// Prints what `devkit publish` needs in sandbox mode: the key (a throwaway, sandbox-only
+    /// value) and the responses the fake Qualtrics knows, as `NAME=value` lines on stdout.
+    fn recipe(&self) {
+        let (survey, responses) = (SANDBOX_SURVEY, self.responses.join(" "));
+        println!("QUALTRICS_WEBHOOK_KEY={}", self.webhook_key);
+        println!("SANDBOX_SURVEY={survey}");
+        println!("SANDBOX_RESPONSES={responses}");
+        let first = self.responses.first().map(String::as_str).unwrap_or("R_…");
+        eprintln!("Send your own delivery (another shell; any of SANDBOX_RESPONSES):");
+        eprintln!(
+            "  QUALTRICS_WEBHOOK_KEY={} target/release/devkit publish --url \"$WEBHOOK_URL\" --survey {survey} --response {first}",
+            self.webhook_key
+        );
+    }
+
+    /// Reports each ticket the fake ServiceNow creates from now on, so a `devkit publish`
+    /// shows its outcome here.
+    fn watch_tickets(&self) -> tokio::task::JoinHandle<()> {
+        let servicenow = self.servicenow.clone();
+        tokio::spawn(async move {
+            let mut seen = servicenow.incidents().len();
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let incidents = servicenow.incidents();
+                for i in incidents.iter().skip(seen) {
+                    let about = i.fields.get("correlation_id").map(String::as_str);
+                    eprintln!(
+                        "sandbox: fake ServiceNow created incident {} ({})",
+                        i.number,
+                        about.unwrap_or("no correlation id")
+                    );
+                }
+                seen = seen.max(incidents.len());
+            }
+        })
+    }
 }
 
-fn bench_startup(args: &Args) -> anyhow::Result<()> {
-    let binary = args
-        .binary
-        .clone()
-        .context("bench-startup needs --binary")?;
+fn bench_startup(binary: &Path, runs: usize) -> anyhow::Result<()> {
     let dest = repo_root().join("target/devkit-bench-app");
-    devkit::staging::stage(&repo_root(), &binary, &dest).context("cannot stage the app")?;
-    let f = devkit::bench::startup(&dest.join("qualtrics-bridge"), &dest, args.runs.max(1))?;
+    devkit::staging::stage(&repo_root(), binary, &dest).context("cannot stage the app")?;
+    let f = devkit::bench::startup(&dest.join("qualtrics-bridge"), &dest, runs.max(1))?;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     println!(
         "startup: {} runs, median {:.1} ms, max {:.1} ms (spawn to first GET / answer)",
@@ -346,4 +423,93 @@ fn bench_startup(args: &Args) -> anyhow::Result<()> {
         f.binary_bytes
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_wins_over_the_files_values_as_in_core_tools() {
+        let file = r#"{"Values": {"QUALTRICS_BASE_URL": "", "BRIDGE_CONFIG": "file.toml",
+            "EXPORT_SCHEDULE": "0 0 * * * *", "KEY_VAULT_URL": "https://file.vault.azure.net"}}"#;
+        let env = vars(&[
+            ("QUALTRICS_BASE_URL", "http://127.0.0.1:9/"),
+            ("BRIDGE_CONFIG", "env.toml"),
+            ("KEY_VAULT_URL", ""),
+            ("ONLY_ENV", "x"),
+        ]);
+        let (s, skipped) =
+            merge_settings(Some((Path::new("local.settings.json"), file)), env).unwrap();
+        // Set in the environment: the file's entry is skipped, even when the file's is empty.
+        assert_eq!(s["QUALTRICS_BASE_URL"], "http://127.0.0.1:9/");
+        assert_eq!(s["BRIDGE_CONFIG"], "env.toml");
+        assert_eq!(skipped, ["BRIDGE_CONFIG", "QUALTRICS_BASE_URL"]);
+        // Empty in the environment counts as unset (Core Tools: IsNullOrEmpty): the file's wins.
+        assert_eq!(s["KEY_VAULT_URL"], "https://file.vault.azure.net");
+        assert_eq!(s["EXPORT_SCHEDULE"], "0 0 * * * *");
+        assert_eq!(s["ONLY_ENV"], "x");
+    }
+
+    #[test]
+    fn values_must_be_strings_and_the_file_json() {
+        let path = Path::new("local.settings.json");
+        let err =
+            merge_settings(Some((path, r#"{"Values": {"PORT": 7071}}"#)), vars(&[])).unwrap_err();
+        assert!(err.to_string().contains("Values.PORT"), "{err}");
+        assert!(merge_settings(Some((path, "{")), vars(&[])).is_err());
+    }
+
+    #[test]
+    fn every_command_parses_with_its_flags() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "devkit",
+            "publish",
+            "--url",
+            "http://127.0.0.1:1/x",
+            "--survey",
+            "SV_1",
+            "--response",
+            "R_1",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Publish {
+                key_env,
+                brand,
+                duplicates,
+                ..
+            } => {
+                assert_eq!(key_env, "QUALTRICS_WEBHOOK_KEY");
+                assert_eq!(brand, devkit::publisher::DEFAULT_BRAND);
+                assert_eq!(duplicates, 0);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["devkit", "up", "--binary", "b", "--port", "8080"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Up {
+                host: HostArgs { port: 8080, .. },
+                ..
+            }
+        ));
+        for bad in [
+            &["devkit", "up"][..],
+            &["devkit", "up", "--binary", "b", "--port", "x"],
+            &["devkit", "host", "--app-root", "d", "--bogus"],
+            &["devkit", "nonsense"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -307,49 +307,22 @@ fn shuffle<T>(items: &mut [T], seed: u64) {
     }
 }
 
-const USAGE: &str = "usage: devkit publish --url URL [--key-env QUALTRICS_WEBHOOK_KEY] --survey SV_… --response R_…
-                      [--brand BRAND] [--duplicates N]
-Sends one signed completed-response delivery (form: Topic, MSG, HMAC) to URL and prints the status.";
-
-/// `devkit publish …`: one signed delivery (optionally duplicated). Fails unless every reply
-/// is 2xx.
-pub async fn cli(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
+/// `devkit publish …`: one signed delivery (optionally duplicated) of a completed response,
+/// signed with the key in the environment variable `key_env`. Fails unless every reply is 2xx.
+pub async fn publish(
+    url: &str,
+    key_env: &str,
+    brand: &str,
+    survey: &str,
+    response: &str,
+    duplicates: usize,
+) -> anyhow::Result<()> {
     use anyhow::{bail, Context};
-    let (mut url, mut key_env, mut survey, mut response) =
-        (None, "QUALTRICS_WEBHOOK_KEY".to_string(), None, None);
-    let mut brand = DEFAULT_BRAND.to_string();
-    let mut duplicates = 0usize;
-    while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--url" => url = Some(value()?),
-            "--key-env" => key_env = value()?,
-            "--survey" => survey = Some(value()?),
-            "--response" => response = Some(value()?),
-            "--brand" => brand = value()?,
-            "--duplicates" => duplicates = value()?.parse().context("--duplicates N")?,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    let url = url.context(USAGE)?;
-    let survey = survey.context(USAGE)?;
-    let response = response.context(USAGE)?;
-    let key = std::env::var(&key_env)
+    let key = std::env::var(key_env)
         .ok()
         .filter(|k| !k.is_empty())
         .with_context(|| format!("environment variable {key_env} (the webhook key) is not set"))?;
-    let d = Delivery::signed_msg(
-        &key,
-        &topic(&brand, &survey),
-        completed_msg(&survey, &response),
-    );
+    let d = Delivery::signed_msg(&key, &topic(brand, survey), completed_msg(survey, response));
     let replies = Publisher::new(url)
         .deliver_all(std::slice::from_ref(&d), duplicates, Order::AsGiven)
         .await?;

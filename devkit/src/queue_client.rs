@@ -1,5 +1,5 @@
 //! A small Azure Queue Storage REST client (SharedKey) — what the local host and the tests
-//! need from Azurite: create, put, get with a visibility lease, update, delete, peek.
+//! need from Azurite: create, put, get with a visibility lease, update, delete, peek, count.
 //!
 //! Deliberately independent of the handler's storage code, so a bug there cannot hide here.
 
@@ -170,6 +170,25 @@ impl QueueClient {
             Err(QueueError::Status { status: 404, .. }) => Ok(Vec::new()),
             other => parse_messages("peek messages", &other?),
         }
+    }
+
+    /// `x-ms-approximate-messages-count` (Get Queue Metadata): every message on the queue,
+    /// visible or leased; 0 for a queue that does not exist.
+    pub async fn approximate_count(&self, queue: &str) -> Result<u64, QueueError> {
+        const OP: &str = "get queue metadata";
+        let url = self.url(queue, &[("comp", "metadata")]);
+        let resp = match self.send(OP, Method::GET, url, None).await {
+            Err(QueueError::Status { status: 404, .. }) => return Ok(0),
+            other => other?,
+        };
+        resp.headers()
+            .get("x-ms-approximate-messages-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or(QueueError::Parse {
+                op: OP,
+                reason: "no numeric x-ms-approximate-messages-count header".into(),
+            })
     }
 
     async fn text(&self, op: &'static str, url: Url) -> Result<String, QueueError> {

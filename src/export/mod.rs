@@ -67,8 +67,11 @@ pub struct ExportSettings {
     pub lease_seconds: i32,
     /// 429 retries one run may spend, shared by all its surveys.
     pub throttle_retries: u32,
-    /// Test-only fault hook: `BRIDGE_TEST_CRASH_AT` aborts the process at a named point.
+    /// Test-only fault hook: `BRIDGE_TEST_CRASH_AT` aborts the process once at a named point.
     pub crash_at: Option<String>,
+    /// Where the crash hook keeps its once-only markers: the app root
+    /// (`FUNCTIONS_APP_ROOT_PATH`), else the current directory.
+    pub crash_marker_dir: Option<std::path::PathBuf>,
 }
 
 impl ExportSettings {
@@ -94,6 +97,9 @@ impl ExportSettings {
             lease_seconds: 15,
             throttle_retries: number(lookup, "EXPORT_THROTTLE_RETRIES", 30u32)?,
             crash_at: lookup("BRIDGE_TEST_CRASH_AT"),
+            crash_marker_dir: lookup("FUNCTIONS_APP_ROOT_PATH")
+                .map(std::path::PathBuf::from)
+                .or_else(|| std::env::current_dir().ok()),
         })
     }
 }
@@ -330,6 +336,7 @@ impl ExportService {
                     source: RequestSource::Export,
                     topic: None,
                     received_at: received_at.clone(),
+                    retry: None,
                 }
                 .to_text()
             }));
@@ -478,31 +485,33 @@ impl StateHandle {
 }
 
 impl Run<'_> {
-    /// `BRIDGE_TEST_CRASH_AT=point` or `point:/path/marker` (crash once: only while the
-    /// marker file does not exist; it is created just before the abort).
-    fn crash_point(&self, point: &str) {
-        let Some(spec) = self.settings.crash_at.as_deref() else {
-            return;
-        };
-        let (at, marker) = match spec.split_once(':') {
-            Some((a, m)) => (a, Some(m)),
-            None => (spec, None),
-        };
-        if at != point {
+    /// `BRIDGE_TEST_CRASH_AT=<point>` aborts the process at `point` once per app root: only
+    /// while the marker `.bridge-test-crash-<point>` does not exist in the app root; it is
+    /// created just before the abort. The marker's name and directory are fixed and `point`
+    /// is one of the code's own literals, so the setting cannot make the handler write a file
+    /// anywhere else (`docs/export.md`, "Crashes").
+    fn crash_point(&self, point: &'static str) {
+        if self.settings.crash_at.as_deref() != Some(point) {
             return;
         }
-        if let Some(m) = marker {
-            if std::path::Path::new(m).exists() || std::fs::write(m, point).is_err() {
-                return;
-            }
-        }
+        let Some(root) = self.settings.crash_marker_dir.as_ref() else {
+            return;
+        };
+        let marker = root.join(format!(".bridge-test-crash-{point}"));
+        // `create_new`: an existing (or uncreatable) marker means this point has crashed once.
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+            .is_err()
         {
-            tracing::error!(
-                point,
-                "BRIDGE_TEST_CRASH_AT: aborting the process (test fault hook)"
-            );
-            std::process::abort();
+            return;
         }
+        tracing::error!(
+            point,
+            "BRIDGE_TEST_CRASH_AT: aborting the process (test fault hook)"
+        );
+        std::process::abort();
     }
 
     fn report(&self, step: Step) {
@@ -672,6 +681,9 @@ impl Run<'_> {
         let taken: Vec<String> = h.state.pending_tickets.drain(..n).collect();
         match h.save().await {
             Ok(()) => {
+                // A kill from here until the host has the reply loses these messages
+                // (`docs/export.md`, "Crashes").
+                self.crash_point("after-reconcile-state");
                 *capacity -= n;
                 emitted.extend(taken);
             }
@@ -854,7 +866,6 @@ impl Run<'_> {
         };
         h.state.inflight = Some(inflight.clone());
         h.save().await.map_err(|e| e.to_string())?;
-        self.crash_point("after-inflight");
         match self.download_and_commit(h, &inflight).await {
             Ok(summary) => {
                 self.finalize(h, &inflight, &summary, tickets).await?;

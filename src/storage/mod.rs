@@ -22,9 +22,11 @@ use crate::identity::{self, CredentialSource, IdentityError};
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{Transport, Url};
 use azure_storage_blob::{BlobContainerClient, BlobServiceClient, BlobServiceClientOptions};
+use azure_storage_queue::models::{QueueClientSendMessageOptions, QueueMessage};
 use azure_storage_queue::{QueueClient, QueueServiceClient, QueueServiceClientOptions};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 use storage_auth::ConnectionString;
 
 /// The connection every binding of this app uses.
@@ -346,6 +348,35 @@ impl Storage {
                 reason: e.to_string(),
             })
     }
+}
+
+/// The longest visibility delay Queue Storage accepts (7 days).
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Puts `text` on `queue`, invisible for `delay` (rounded up to whole seconds, 1 s to 7 days),
+/// encoded as the host's queue trigger reads it (`messageEncoding: base64` in host.json).
+pub async fn send_later(
+    queue: &QueueClient,
+    text: &str,
+    delay: Duration,
+) -> azure_core::Result<()> {
+    use base64::Engine;
+    let message = QueueMessage {
+        message_text: Some(base64::engine::general_purpose::STANDARD.encode(text)),
+    };
+    let options = QueueClientSendMessageOptions {
+        visibility_timeout: Some(
+            delay
+                .clamp(Duration::from_secs(1), MAX_QUEUE_DELAY)
+                .as_secs_f64()
+                .ceil() as i32,
+        ),
+        ..Default::default()
+    };
+    queue
+        .send_message(message.try_into()?, Some(options))
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

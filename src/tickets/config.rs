@@ -50,18 +50,14 @@ impl TicketRoute {
 pub struct TicketingLimits {
     /// Timeout of one call to ServiceNow/Zendesk.
     pub timeout_secs: u64,
-    /// A 429 whose `Retry-After` is at most this is waited out in the invocation; a longer one
-    /// fails the invocation so the host retries later.
+    /// A 429 whose `Retry-After` is at most this is waited out in the invocation; after a
+    /// longer one the request is re-enqueued to come back when it says.
     pub max_retry_after_secs: u64,
-    /// Total time one invocation may spend waiting out 429s before it fails.
+    /// Total time one invocation may spend waiting out 429s before the request is re-enqueued.
     pub throttle_budget_secs: u64,
-    /// A claim older than this whose owner never finished is taken over.
-    pub claim_ttl_secs: u64,
-    /// How long an invocation waits for another worker's fresh claim before failing.
+    /// How long an invocation waits for another worker's live claim before it re-enqueues
+    /// the request to come back later.
     pub busy_wait_secs: u64,
-    /// The host's `maxDequeueCount`: on the last attempt a transient failure is recorded in
-    /// the ledger before the host poisons the message.
-    pub max_attempts: u32,
 }
 
 impl Default for TicketingLimits {
@@ -70,9 +66,7 @@ impl Default for TicketingLimits {
             timeout_secs: 30,
             max_retry_after_secs: 5,
             throttle_budget_secs: 120,
-            claim_ttl_secs: 900,
             busy_wait_secs: 20,
-            max_attempts: 5,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// Why a call did not succeed, by what the invocation should do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
-    /// 5xx, timeouts, long 429s, unreachable: fail the invocation; the host retries.
+    /// 5xx, timeouts, long 429s, unreachable: the request is re-enqueued to come back later.
     #[error("{0}")]
     Transient(String),
     /// A 4xx that cannot succeed, or a configuration that cannot work: ledger `failed`
@@ -69,6 +69,13 @@ impl Endpoint {
             gate: Mutex::new(None),
             max_retry_after: Duration::from_secs(limits.max_retry_after_secs),
             budget: Duration::from_secs(limits.throttle_budget_secs),
+        })
+    }
+
+    /// How long the system asked us to wait (its latest `Retry-After`), from now.
+    pub fn throttled_for(&self) -> Duration {
+        self.gate_until().map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(Instant::now())
         })
     }
 
@@ -136,11 +143,13 @@ impl Endpoint {
             // 429: the body may be plain text (Zendesk); never parse it.
             let wait = match crate::retry_after::from_headers(&headers) {
                 Some(d) if d > self.max_retry_after => {
+                    // Every invocation holds back, and a re-enqueued request follows it.
+                    self.hold_gate(Instant::now() + d);
                     return Err(CallError::Transient(format!(
                         "{} {what}: rate limited; Retry-After {}s is too long to wait here",
                         self.name,
                         d.as_secs()
-                    )))
+                    )));
                 }
                 Some(d) => d.max(Duration::from_millis(50)),
                 None => {

@@ -3,9 +3,12 @@
 //! One blob per response. A worker claims it with an atomic create-if-absent
 //! (`If-None-Match: *`) before touching a ticket system; every later change is an
 //! ETag-conditional replace (`If-Match`), so two workers can never both believe they own it.
+//! The worker that owns a response also holds a blob lease on its entry, renewed while it
+//! works: the lease, not the entry's age, tells a live owner from a crashed one.
 //! States: `claimed` → `created` (system, id, number) / `skipped` (rule) / `failed` (reason;
 //! `retryable` failures may be claimed again).
 
+use crate::export::blob_state::{self, BlobError};
 use azure_core::http::{Etag, RequestContent, StatusCode};
 use azure_storage_blob::models::{BlobClientDownloadOptions, BlockBlobClientUploadOptions};
 use azure_storage_blob::BlobContainerClient;
@@ -172,20 +175,46 @@ impl Ledger {
         }
     }
 
-    /// Replaces the blob if its ETag is still `etag`. `Ok(None)`: it changed meanwhile.
+    /// Replaces the blob if its ETag is still `etag` (and, while leased, under `lease`).
+    /// `Ok(None)`: it changed meanwhile, or the lease is no longer ours.
     pub async fn replace(
         &self,
         blob: &str,
         entry: &Entry,
         etag: &Etag,
+        lease: Option<&str>,
     ) -> Result<Option<Etag>, LedgerError> {
         let options = BlockBlobClientUploadOptions {
             blob_content_type: Some("application/json".into()),
             if_match: Some(etag.clone()),
+            lease_id: lease.map(str::to_owned),
             ..Default::default()
         };
         let result = self.upload(blob, entry, options).await;
         self.finish(blob, result)
+    }
+
+    /// Leases the entry for `seconds` (15–60). `Ok(None)`: another worker holds it.
+    pub async fn acquire(&self, blob: &str, seconds: i32) -> Result<Option<String>, LedgerError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let client = self.container.blob_client(blob);
+        match blob_state::acquire_lease(&client, blob, seconds, &id).await {
+            Ok(true) => Ok(Some(id)),
+            Ok(false) => Ok(None),
+            Err(e) => Err(self.err(blob, e)),
+        }
+    }
+
+    /// Renews our lease. `Err(BlobError::Conflict)`: it is no longer ours.
+    pub async fn renew(&self, blob: &str, lease: &str) -> Result<(), BlobError> {
+        blob_state::renew_lease(&self.container.blob_client(blob), blob, lease).await
+    }
+
+    /// Releases our lease (it also lapses by itself).
+    pub async fn release(&self, blob: &str, lease: &str) -> Result<(), LedgerError> {
+        blob_state::release_lease(&self.container.blob_client(blob), blob, lease)
+            .await
+            .map_err(|e| self.err(blob, e))
     }
 
     async fn upload(

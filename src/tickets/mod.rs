@@ -2,20 +2,23 @@
 //!
 //! 1. Decode and validate the message; one that can never succeed goes to the `deadletter`
 //!    output at once with its original text (and, when its ids are usable, the ledger says why).
-//! 2. Claim the response in the ledger (`ledger.rs`) with an atomic create-if-absent before
-//!    touching a ticket system. A created/skipped response is done; a fresh claim held by
-//!    another worker is waited for briefly, then the invocation fails so the host retries;
-//!    a stale claim (this message's own earlier attempt, or older than `claim_ttl_secs`) or a
-//!    retryable failure is taken over with an ETag-conditional replace.
+//! 2. Claim the response in the ledger (`ledger.rs`): create its entry if absent, then take a
+//!    blob lease on it, renewed while the invocation works. A created/skipped response is done;
+//!    a lease held by another worker is live (it renews it), so after `busy_wait_secs` this
+//!    request comes back later; a claim found under our lease was left by a crashed worker
+//!    (its lease lapsed) and is taken over with an ETag-conditional replace.
 //! 3. Fetch the response from Qualtrics, evaluate the survey's rule (`rules.rs`); no → `skipped`.
 //! 4. Look the ticket up in the target system (ServiceNow `correlation_id`, Zendesk
 //!    `external_id`) so a crash between create and the ledger update never doubles a ticket;
 //!    create it only if absent (Zendesk also with an `Idempotency-Key`); record `created`.
 //!
 //! Failure classes: 429 with a short `Retry-After` is waited out (one gate per system, shared
-//! by all invocations); 5xx, timeouts, long 429s fail the invocation (host retry, poison after
-//! `maxDequeueCount`); a 4xx that cannot succeed (bad field, auth after one secret refresh,
-//! missing target configuration) records `failed` and dead-letters the message.
+//! by all invocations). Anything transient (5xx, timeouts, long 429s, a busy claim, a storage
+//! error) re-enqueues the request itself on `ticket-requests`, invisible for the system's
+//! `Retry-After` or an exponential backoff with jitter, and completes the invocation; only a
+//! failed re-enqueue fails the invocation (host retry). A request still failing after
+//! `TICKET_RETRY_WINDOW_SECONDS`, and a 4xx that cannot succeed (bad field, auth after one
+//! secret refresh, missing target configuration), records `failed` and dead-letters the message.
 
 pub mod config;
 pub mod http;
@@ -26,10 +29,11 @@ pub mod servicenow;
 pub mod zendesk;
 
 use crate::deps::Deps;
+use crate::export::blob_state::BlobError;
 use crate::host::{
     Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply, QueueTrigger, Trigger,
 };
-use crate::messages::{RequestSource, TicketRequest};
+use crate::messages::{RequestSource, Retry, TicketRequest};
 use crate::qualtrics::QualtricsClient;
 use crate::secrets::SecretsProvider;
 use crate::telemetry::{InvocationSummary, Severity};
@@ -42,6 +46,8 @@ use servicenow::ServiceNow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 use zendesk::Zendesk;
 
 const REQUEST: &str = "request";
@@ -60,6 +66,7 @@ pub struct TicketService {
     zendesk: Option<Zendesk>,
     ledger: Option<Ledger>,
     limits: TicketingLimits,
+    retrying: Retrying,
     secrets: Arc<SecretsProvider>,
     qualtrics: Option<Arc<QualtricsClient>>,
 }
@@ -75,6 +82,94 @@ pub enum TicketBuildError {
     },
     #[error("{0}")]
     Settings(String),
+}
+
+/// How a request comes back after a transient failure (docs/tickets.md, docs/settings.md).
+struct Retrying {
+    /// `ticket-requests` through the handler's own storage client.
+    queue: Option<azure_storage_queue::QueueClient>,
+    /// The ledger lease: a crashed worker's claim is taken over within this time.
+    lease_secs: u64,
+    /// The backoff's ceiling (a longer `Retry-After` is still followed).
+    max_delay: Duration,
+    /// A request failing transiently for longer than this is dead-lettered.
+    window: Duration,
+}
+
+impl Default for Retrying {
+    fn default() -> Self {
+        Self {
+            queue: None,
+            lease_secs: 30,
+            max_delay: Duration::from_secs(300),
+            window: Duration::from_secs(72 * 3600),
+        }
+    }
+}
+
+impl std::fmt::Debug for Retrying {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retrying")
+            .field("queue", &self.queue.as_ref().map(|q| q.url().as_str()))
+            .field("lease_secs", &self.lease_secs)
+            .field("max_delay", &self.max_delay)
+            .field("window", &self.window)
+            .finish()
+    }
+}
+
+impl Retrying {
+    fn build(deps: &Deps) -> Result<Self, TicketBuildError> {
+        let storage = deps.storage.as_ref();
+        let lookup = deps.lookup();
+        let d = Self::default();
+        let queue = match storage.map(|s| s.queue(crate::poison::TRIGGER_QUEUE)) {
+            Some(Ok(q)) => Some(q),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "no queue endpoint: failed ticket requests cannot be re-enqueued, the host retries them");
+                None
+            }
+            None => None,
+        };
+        Ok(Self {
+            queue,
+            lease_secs: secs_setting(lookup, "TICKET_LEASE_SECONDS", d.lease_secs, 15..=60)?,
+            max_delay: Duration::from_secs(secs_setting(
+                lookup,
+                "TICKET_RETRY_MAX_DELAY_SECONDS",
+                d.max_delay.as_secs(),
+                1..=crate::storage::MAX_QUEUE_DELAY.as_secs(),
+            )?),
+            window: Duration::from_secs(secs_setting(
+                lookup,
+                "TICKET_RETRY_WINDOW_SECONDS",
+                d.window.as_secs(),
+                1..=365 * 24 * 3600,
+            )?),
+        })
+    }
+}
+
+/// A whole number of seconds from setting `name`; a value that does not parse or is out of
+/// range stops start-up rather than silently becoming the default.
+fn secs_setting(
+    lookup: crate::env::Lookup<'_>,
+    name: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, TicketBuildError> {
+    let Some(v) = lookup(name).filter(|v| !v.trim().is_empty()) else {
+        return Ok(default);
+    };
+    match v.trim().parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        // The value is not echoed: settings may be mistyped secrets.
+        _ => Err(TicketBuildError::Settings(format!(
+            "setting {name} is not a whole number of seconds from {} to {}",
+            range.start(),
+            range.end()
+        ))),
+    }
 }
 
 impl TicketService {
@@ -128,6 +223,7 @@ impl TicketService {
             zendesk,
             ledger,
             limits,
+            retrying: Retrying::build(deps)?,
             secrets: deps.secrets.clone(),
             qualtrics: deps.qualtrics.clone(),
         })
@@ -260,6 +356,17 @@ fn claim_of(inv: &Invocation, msg: &QueueTrigger) -> Claim {
     }
 }
 
+/// How long attempt `attempt` (1-based) stays invisible: backoff 1 s, 2 s, 4 s, … capped at
+/// `max` and scaled by `jitter` (0.5–1), but never shorter than the system's `Retry-After`
+/// (`throttled`), and within what a queue accepts (1 s to 7 days).
+fn retry_delay(attempt: u32, max: Duration, jitter: f64, throttled: Duration) -> Duration {
+    let backoff = Duration::from_secs(1u64 << attempt.clamp(1, 20).saturating_sub(1)).min(max);
+    backoff
+        .mul_f64(jitter.clamp(0.0, 1.0))
+        .max(throttled)
+        .clamp(Duration::from_secs(1), crate::storage::MAX_QUEUE_DELAY)
+}
+
 struct Attempt<'a> {
     svc: &'a TicketService,
     inv: &'a Invocation,
@@ -270,10 +377,17 @@ struct Attempt<'a> {
     blob: String,
 }
 
-/// What a ledger entry found while claiming means for this attempt.
-enum Seen {
-    Done(String),
-    TakeOver,
+/// What claiming the response found.
+enum Claimed {
+    /// Ours, under `lease`, until we record the outcome.
+    Ours {
+        etag: azure_core::http::Etag,
+        attempts: u32,
+        lease: String,
+    },
+    /// A final outcome is already recorded: nothing to do.
+    Done(InvocationReply),
+    /// A live worker holds the lease (it renews it while it works): come back later.
     Busy(String),
 }
 
@@ -298,13 +412,10 @@ impl Attempt<'_> {
         }
     }
 
-    fn ledger_err(e: ledger::LedgerError) -> InvocationError {
-        InvocationError::retry_from("ticket ledger", e)
-    }
-
-    fn judge(&self, e: &Entry) -> Seen {
+    /// Why an entry needs no further work, or `None` when this attempt should take it.
+    fn done(&self, e: &Entry) -> Option<String> {
         match e.state {
-            State::Created => Seen::Done(match &e.ticket {
+            State::Created => Some(match &e.ticket {
                 Some(t) => format!(
                     "ticket already created: {} {}",
                     t.system,
@@ -312,195 +423,320 @@ impl Attempt<'_> {
                 ),
                 None => "ticket already created".into(),
             }),
-            State::Skipped => Seen::Done(format!(
+            State::Skipped => Some(format!(
                 "already skipped: {}",
                 e.reason.as_deref().unwrap_or("rule did not match")
             )),
-            State::Failed if e.retryable || self.request.source == RequestSource::Replay => {
-                Seen::TakeOver
+            State::Failed if !e.retryable && self.request.source != RequestSource::Replay => {
+                Some(format!(
+                    "failed permanently earlier ({}); replay the request to try again",
+                    e.reason.as_deref().unwrap_or("no reason")
+                ))
             }
-            State::Failed => Seen::Done(format!(
-                "failed permanently earlier ({}); replay the request to try again",
-                e.reason.as_deref().unwrap_or("no reason")
-            )),
-            State::Claimed => {
-                let c = &e.claim;
-                let own_earlier = c.invocation_id == self.inv.id
-                    || (c.message_id.is_some()
-                        && c.message_id == self.msg.id
-                        && c.dequeue_count < self.msg.dequeue_count);
-                let stale = c
-                    .age_secs()
-                    .is_none_or(|age| age > self.svc.limits.claim_ttl_secs as i64);
-                if own_earlier || stale {
-                    Seen::TakeOver
-                } else {
-                    Seen::Busy(format!(
-                        "claimed by another worker (invocation {}, {}s ago)",
-                        c.invocation_id,
-                        c.age_secs().unwrap_or(0)
-                    ))
+            // A claim found while we hold the lease was left by a worker whose lease lapsed
+            // (it crashed): taken over; its ticket, if any, is found by lookup.
+            State::Failed | State::Claimed => None,
+        }
+    }
+
+    fn done_reply(&self, why: &str) -> InvocationReply {
+        InvocationReply::new()
+            .log(format!("{}: {why}; nothing to do", self.ids()))
+            .summary(summary_of(self.request, "duplicate", Some(why)))
+    }
+
+    /// Claims the response: the entry is created if absent, then leased; under the lease it
+    /// is read again and, unless final, taken over with an ETag-conditional replace.
+    async fn claim(&self) -> Result<Claimed, ledger::LedgerError> {
+        let started = Instant::now();
+        let busy_limit = Duration::from_secs(self.svc.limits.busy_wait_secs);
+        let lease_secs = self.svc.retrying.lease_secs as i32;
+        loop {
+            let found = self.ledger.get(&self.blob).await?;
+            // A final entry needs no lease to be read: final states never change.
+            if let Some(why) = found.as_ref().and_then(|(e, _)| self.done(e)) {
+                return Ok(Claimed::Done(self.done_reply(&why)));
+            }
+            if found.is_none() {
+                // A blob must exist to be leased; whoever creates it, the lease decides.
+                self.ledger
+                    .create(&self.blob, &self.entry(State::Claimed, 0))
+                    .await?;
+            }
+            if let Some(lease) = self.ledger.acquire(&self.blob, lease_secs).await? {
+                let taken = self.take(&lease).await;
+                if !matches!(taken, Ok(Some(Claimed::Ours { .. }))) {
+                    self.release(&lease).await;
                 }
+                if let Some(c) = taken? {
+                    return Ok(c);
+                }
+                // The entry changed between our read and replace: read it again, within the
+                // same time limit as a busy claim.
+            }
+            if started.elapsed() >= busy_limit {
+                let holder = match found {
+                    Some((e, _)) => format!(
+                        " (invocation {}, claimed {}s ago)",
+                        e.claim.invocation_id,
+                        e.claim.age_secs().unwrap_or(0)
+                    ),
+                    None => String::new(),
+                };
+                return Ok(Claimed::Busy(format!(
+                    "another worker is still working on it{holder}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Under our lease: `Ok(None)` when the entry changed between read and replace (try again).
+    async fn take(&self, lease: &str) -> Result<Option<Claimed>, ledger::LedgerError> {
+        let Some((found, etag)) = self.ledger.get(&self.blob).await? else {
+            return Ok(None);
+        };
+        if let Some(why) = self.done(&found) {
+            return Ok(Some(Claimed::Done(self.done_reply(&why))));
+        }
+        let attempts = found.attempts + 1;
+        let entry = self.entry(State::Claimed, attempts);
+        Ok(self
+            .ledger
+            .replace(&self.blob, &entry, &etag, Some(lease))
+            .await?
+            .map(|etag| Claimed::Ours {
+                etag,
+                attempts,
+                lease: lease.to_string(),
+            }))
+    }
+
+    async fn release(&self, lease: &str) {
+        if let Err(e) = self.ledger.release(&self.blob, lease).await {
+            tracing::warn!(error = %e, "cannot release the ledger lease (it lapses by itself)");
+        }
+    }
+
+    /// Renews the lease every third of its duration while the work runs; returns (so the
+    /// work is dropped) only when the lease is lost or cannot be confirmed before it lapses,
+    /// so a worker never goes on calling the ticket system without a live claim.
+    async fn keep(&self, lease: &str) -> String {
+        let duration = Duration::from_secs(self.svc.retrying.lease_secs);
+        let every = duration / 3;
+        let mut renewed = Instant::now();
+        loop {
+            tokio::time::sleep(every).await;
+            match self.ledger.renew(&self.blob, lease).await {
+                Ok(()) => renewed = Instant::now(),
+                Err(BlobError::Conflict { .. }) => return "the ledger lease was lost".into(),
+                Err(e) if renewed.elapsed() + every >= duration => {
+                    return format!("cannot renew the ledger lease: {e}")
+                }
+                Err(e) => tracing::warn!(error = %e, "ledger lease renewal failed; trying again"),
             }
         }
     }
 
-    /// Claims the response. `Ok(Err(reply))`: nothing to do.
-    async fn claim(
-        &self,
-    ) -> Result<Result<(azure_core::http::Etag, u32), InvocationReply>, InvocationError> {
-        let started = Instant::now();
-        let busy_limit = Duration::from_secs(self.svc.limits.busy_wait_secs);
-        let mut conflicts = 0;
-        loop {
-            match self
-                .ledger
-                .get(&self.blob)
-                .await
-                .map_err(Self::ledger_err)?
-            {
-                None => {
-                    let entry = self.entry(State::Claimed, 1);
-                    if let Some(etag) = self
-                        .ledger
-                        .create(&self.blob, &entry)
-                        .await
-                        .map_err(Self::ledger_err)?
-                    {
-                        return Ok(Ok((etag, 1)));
-                    }
-                }
-                Some((found, etag)) => match self.judge(&found) {
-                    Seen::Done(why) => {
-                        return Ok(Err(InvocationReply::new()
-                            .log(format!("{}: {why}; nothing to do", self.ids()))
-                            .summary(summary_of(self.request, "duplicate", Some(&why)))));
-                    }
-                    Seen::TakeOver => {
-                        let attempts = found.attempts + 1;
-                        let entry = self.entry(State::Claimed, attempts);
-                        if let Some(new) = self
-                            .ledger
-                            .replace(&self.blob, &entry, &etag)
-                            .await
-                            .map_err(Self::ledger_err)?
-                        {
-                            return Ok(Ok((new, attempts)));
-                        }
-                    }
-                    Seen::Busy(why) => {
-                        if started.elapsed() >= busy_limit {
-                            return Err(InvocationError::retry(format!("{}: {why}", self.ids())));
-                        }
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                        continue;
-                    }
-                },
-            }
-            conflicts += 1;
-            if conflicts >= 10 {
-                return Err(InvocationError::retry(format!(
-                    "{}: the ledger keeps changing under this worker",
-                    self.ids()
-                )));
-            }
+    /// The request's next attempt, and how long it stays invisible: the target system's
+    /// `Retry-After` when it gave one, else exponential backoff with jitter.
+    fn next_try(&self) -> (Retry, Duration) {
+        let attempt = self.request.retry.as_ref().map_or(0, |r| r.attempt) + 1;
+        let since = self
+            .request
+            .retry
+            .as_ref()
+            .map_or_else(now_rfc3339, |r| r.since.clone());
+        // Jitter over the upper half, so copies that failed together spread out.
+        let jitter = 0.5 + (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 2000.0;
+        let throttled = match self.mapping.system {
+            TicketSystem::Servicenow => self.svc.servicenow.as_ref().map(|s| &s.http),
+            TicketSystem::Zendesk => self.svc.zendesk.as_ref().map(|z| &z.http),
         }
+        .map_or(Duration::ZERO, |h| h.throttled_for());
+        let delay = retry_delay(attempt, self.svc.retrying.max_delay, jitter, throttled);
+        (Retry { attempt, since }, delay)
+    }
+
+    /// Whether the request has been failing transiently for longer than the retry window.
+    fn past_window(&self) -> bool {
+        let Some(retry) = &self.request.retry else {
+            return false;
+        };
+        let Ok(since) = OffsetDateTime::parse(&retry.since, &Rfc3339) else {
+            // Only this handler writes `since`; an unreadable one cannot be judged: end it.
+            return true;
+        };
+        (OffsetDateTime::now_utc() - since).whole_seconds()
+            > self.svc.retrying.window.as_secs() as i64
+    }
+
+    /// Puts the request back on the trigger queue, invisible for `delay`, and completes the
+    /// invocation; only when that fails does the invocation fail (the host retries it).
+    async fn later(
+        &self,
+        why: &str,
+        next: Retry,
+        delay: Duration,
+    ) -> Result<InvocationReply, InvocationError> {
+        let ids = self.ids();
+        let attempt = next.attempt;
+        let text = TicketRequest {
+            retry: Some(next),
+            ..self.request.clone()
+        }
+        .to_text();
+        let sent = match &self.svc.retrying.queue {
+            Some(q) => crate::storage::send_later(q, &text, delay)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("the storage connection has no queue endpoint".into()),
+        };
+        match sent {
+            Ok(()) => {
+                let mut summary = summary_of(self.request, "retrying", Some(why));
+                summary.severity = Severity::Warn;
+                Ok(InvocationReply::new()
+                    .log(format!(
+                        "{ids}: {why}; re-enqueued, back in {}s (attempt {})",
+                        delay.as_secs(),
+                        attempt + 1
+                    ))
+                    .summary(summary))
+            }
+            Err(e) => Err(InvocationError::retry_from(
+                format!("{ids}: {why}; cannot re-enqueue: the host retries the message"),
+                e,
+            )),
+        }
+    }
+
+    /// The text dead-lettered: the message as it came, without our retry bookkeeping (so a
+    /// poison replay starts a fresh retry window).
+    fn original_text(&self) -> String {
+        match self.request.retry {
+            None => self.msg.text.clone(),
+            Some(_) => TicketRequest {
+                retry: None,
+                ..self.request.clone()
+            }
+            .to_text(),
+        }
+    }
+
+    fn dead_letter(&self, why: &str) -> InvocationReply {
+        let mut summary = summary_of(self.request, "deadlettered", Some(why));
+        summary.severity = Severity::Error;
+        InvocationReply::new()
+            .queue(DEADLETTER, vec![self.original_text()])
+            .log(format!("dead-lettered: {}: {why}", self.ids()))
+            .summary(summary)
     }
 
     async fn run(self) -> Result<InvocationReply, InvocationError> {
-        let (etag, attempts) = match self.claim().await? {
-            Ok(c) => c,
-            Err(done) => return Ok(done),
+        let (etag, attempts, lease) = match self.claim().await {
+            Ok(Claimed::Ours {
+                etag,
+                attempts,
+                lease,
+            }) => (etag, attempts, lease),
+            Ok(Claimed::Done(reply)) => return Ok(reply),
+            Ok(Claimed::Busy(why)) => {
+                let (next, delay) = self.next_try();
+                return self.later(&why, next, delay).await;
+            }
+            Err(e) => {
+                let (next, delay) = self.next_try();
+                return self.later(&e.to_string(), next, delay).await;
+            }
         };
-        let result = self.work().await;
+        let result = tokio::select! {
+            r = self.work() => r,
+            why = self.keep(&lease) => Err(CallError::Transient(why)),
+        };
         let mut entry = self.entry(State::Claimed, attempts);
         let ids = self.ids();
-        let (reply, error) = match result {
+        let mut retry = None;
+        let reply = match result {
             Ok(Outcome::Created(ticket)) => {
-                let line = format!(
-                    "{ids}: {} {} {}",
-                    if ticket.found_by_lookup {
-                        "found existing"
-                    } else {
-                        "created"
-                    },
-                    ticket.system,
-                    ticket.number.as_deref().unwrap_or(&ticket.id)
-                );
-                let mut summary = summary_of(self.request, "created", None);
-                summary.ticket_id = Some(format!(
+                let shown = format!(
                     "{} {}",
                     ticket.system,
                     ticket.number.as_deref().unwrap_or(&ticket.id)
-                ));
+                );
+                let verb = if ticket.found_by_lookup {
+                    "found existing"
+                } else {
+                    "created"
+                };
+                let mut summary = summary_of(self.request, "created", None);
+                summary.ticket_id = Some(shown.clone());
                 entry.state = State::Created;
                 entry.ticket = Some(ticket);
-                (
-                    Some(InvocationReply::new().log(line).summary(summary)),
-                    None,
-                )
+                InvocationReply::new()
+                    .log(format!("{ids}: {verb} {shown}"))
+                    .summary(summary)
             }
             Ok(Outcome::Skipped(why)) => {
                 entry.state = State::Skipped;
                 entry.reason = Some(why.clone());
-                (
-                    Some(
-                        InvocationReply::new()
-                            .log(format!("{ids}: skipped: {why}"))
-                            .summary(summary_of(self.request, "skipped", Some(&why))),
-                    ),
-                    None,
-                )
+                InvocationReply::new()
+                    .log(format!("{ids}: skipped: {why}"))
+                    .summary(summary_of(self.request, "skipped", Some(&why)))
             }
-            Err(CallError::Transient(why)) => {
-                let last = self.msg.dequeue_count >= self.svc.limits.max_attempts;
-                tracing::warn!(survey_id = %self.request.survey_id, response_id = %self.request.response_id, dequeue_count = self.msg.dequeue_count, outcome = if last { "poisoned" } else { "retry" }, reason = %why, "transient failure");
-                entry.state = State::Failed;
-                entry.retryable = true;
-                entry.reason = Some(if last {
-                    format!("gave up after attempt {} (the host moves the message to the poison queue): {why}", self.msg.dequeue_count)
-                } else {
-                    format!("transient (attempt {}): {why}", self.msg.dequeue_count)
-                });
-                (None, Some(InvocationError::retry(format!("{ids}: {why}"))))
-            }
-            Err(CallError::Permanent(why) | CallError::Auth(why)) => {
-                let mut summary = summary_of(self.request, "deadlettered", Some(&why));
-                summary.severity = Severity::Error;
+            Err(CallError::Transient(why)) if self.past_window() => {
+                let why = format!(
+                    "gave up: still failing after {} attempts over more than {}s (TICKET_RETRY_WINDOW_SECONDS): {why}",
+                    self.request.retry.as_ref().map_or(0, |r| r.attempt) + 1,
+                    self.svc.retrying.window.as_secs()
+                );
                 entry.state = State::Failed;
                 entry.reason = Some(why.clone());
-                (
-                    Some(
-                        InvocationReply::new()
-                            .queue(DEADLETTER, vec![self.msg.text.clone()])
-                            .log(format!("dead-lettered: {ids}: {why}"))
-                            .summary(summary),
-                    ),
-                    None,
-                )
+                self.dead_letter(&why)
+            }
+            Err(CallError::Transient(why)) => {
+                let (next, delay) = self.next_try();
+                tracing::warn!(survey_id = %self.request.survey_id, response_id = %self.request.response_id, attempt = next.attempt, delay_secs = delay.as_secs(), reason = %why, "transient failure: re-enqueueing");
+                entry.state = State::Failed;
+                entry.retryable = true;
+                entry.reason = Some(format!(
+                    "transient (attempt {}): {why}; next try in {}s",
+                    next.attempt,
+                    delay.as_secs()
+                ));
+                retry = Some((why, next, delay));
+                InvocationReply::new()
+            }
+            Err(CallError::Permanent(why) | CallError::Auth(why)) => {
+                entry.state = State::Failed;
+                entry.reason = Some(why.clone());
+                self.dead_letter(&why)
             }
         };
-        match self.ledger.replace(&self.blob, &entry, &etag).await {
+        let recorded = self
+            .ledger
+            .replace(&self.blob, &entry, &etag, Some(&lease))
+            .await;
+        self.release(&lease).await;
+        match recorded {
             Ok(Some(_)) => {}
             Ok(None) => {
-                // Our claim was taken over (we exceeded claim_ttl_secs). The other worker looks
-                // the ticket up before creating one, so this is logged, not fatal.
+                // Our lease lapsed and another worker took over. It looks the ticket up before
+                // creating one, so this is logged, not fatal.
                 tracing::warn!(survey_id = %self.request.survey_id, response_id = %self.request.response_id, "the claim was taken over before the outcome was recorded");
             }
-            Err(e) => {
-                if error.is_none() && entry.state != State::Failed {
-                    // The next attempt finds the ticket by lookup and records it.
-                    return Err(InvocationError::retry(format!(
-                        "{ids}: outcome not recorded: {e}"
-                    )));
-                }
-                tracing::warn!(error = %e, "cannot record the outcome in the ledger");
+            Err(e) if retry.is_none() && entry.state != State::Failed => {
+                // The next attempt finds the ticket by lookup and records it.
+                let (next, delay) = self.next_try();
+                return self
+                    .later(&format!("outcome not recorded: {e}"), next, delay)
+                    .await;
             }
+            Err(e) => tracing::warn!(error = %e, "cannot record the outcome in the ledger"),
         }
-        match (reply, error) {
-            (_, Some(e)) => Err(e),
-            (Some(r), None) => Ok(r),
-            (None, None) => Ok(InvocationReply::new()),
+        match retry {
+            Some((why, next, delay)) => self.later(&why, next, delay).await,
+            None => Ok(reply),
         }
     }
 
@@ -613,7 +849,32 @@ impl Attempt<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::retry_delay;
     use crate::config::BridgeConfig;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_delays_back_off_with_jitter_and_follow_retry_after() {
+        let s = Duration::from_secs;
+        let max = s(300);
+        let cases = [
+            (1, 1.0, s(0), s(1)),
+            (4, 1.0, s(0), s(8)),
+            (4, 0.5, s(0), s(4)),
+            (1, 0.5, s(0), s(1)),
+            (40, 1.0, s(0), max),
+            (1, 1.0, s(42), s(42)),
+            (9, 1.0, s(42), s(256)),
+            (1, 1.0, s(30 * 24 * 3600), s(7 * 24 * 3600)),
+        ];
+        for (attempt, jitter, throttled, want) in cases {
+            assert_eq!(
+                retry_delay(attempt, max, jitter, throttled),
+                want,
+                "attempt {attempt}, jitter {jitter}, Retry-After {throttled:?}"
+            );
+        }
+    }
 
     #[test]
     fn broken_rules_and_templates_name_line_and_field() {

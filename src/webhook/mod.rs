@@ -262,6 +262,7 @@ fn accept(svc: &WebhookService, d: Delivery) -> InvocationReply {
             source: RequestSource::Webhook,
             topic,
             received_at: received_at(),
+            retry: None,
         }
         .to_text();
         InvocationReply::new()

@@ -6,12 +6,17 @@ use devkit::azurite::{repo_root, Azurite};
 use devkit::host::app::Settings;
 use devkit::host::{HostOptions, LocalHost, TimerMode, DEFAULT_QUEUE_LEASE};
 use devkit::queue_client::{QueueClient, RawMessage};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub const FUNCTION_KEY: &str = "test-function-key";
 pub const MASTER_KEY: &str = "test-master-key";
 
 /// A running stack; dropping it stops everything.
+///
+/// A protocol violation fails the test by default: [`Stack::settle`] checks for them, and so
+/// does dropping the stack at the end of a test that has not already failed. A test that
+/// provokes one on purpose says so with [`Stack::expect_violations`].
 pub struct Stack {
     pub host: LocalHost,
     pub azurite: Azurite,
@@ -19,6 +24,16 @@ pub struct Stack {
     pub app_dir: tempfile::TempDir,
     /// Azurite's data directory when it runs on disk (dropped after Azurite).
     pub storage_dir: Option<tempfile::TempDir>,
+    violations_expected: AtomicBool,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Panicking while a failed test unwinds would abort the whole test binary.
+        if !std::thread::panicking() {
+            self.check_violations();
+        }
+    }
 }
 
 /// Builds a stack with overrides.
@@ -28,6 +43,7 @@ pub struct StackBuilder {
     without: Vec<String>,
     persistent: bool,
     queue_lease: Duration,
+    handler_script: Option<String>,
 }
 
 impl Default for StackBuilder {
@@ -51,6 +67,7 @@ impl Default for StackBuilder {
             without: Vec::new(),
             persistent: false,
             queue_lease: DEFAULT_QUEUE_LEASE,
+            handler_script: None,
         }
     }
 }
@@ -91,6 +108,13 @@ impl StackBuilder {
         self
     }
 
+    /// Runs `python3` with this script as the handler instead of the release binary, for
+    /// harness tests that need a handler which breaks the protocol.
+    pub fn handler_script(mut self, python: &str) -> Self {
+        self.handler_script = Some(python.into());
+        self
+    }
+
     pub async fn start(self) -> Stack {
         let storage_dir = self
             .persistent
@@ -99,7 +123,8 @@ impl StackBuilder {
             Some(dir) => Azurite::start_persistent(dir.path()).await,
             None => Azurite::start().await,
         }
-        .expect("azurite starts");
+        // Display, not Debug: the error says what to install.
+        .unwrap_or_else(|e| panic!("azurite starts: {e}"));
         let app_dir = tempfile::tempdir().expect("temp dir");
         devkit::staging::stage(
             &repo_root(),
@@ -109,6 +134,16 @@ impl StackBuilder {
         .expect("stage app");
         if let Some(text) = &self.bridge_toml {
             std::fs::write(app_dir.path().join("bridge.toml"), text).expect("write bridge.toml");
+        }
+        if let Some(script) = &self.handler_script {
+            std::fs::write(app_dir.path().join("handler.py"), script).expect("write handler.py");
+            let path = app_dir.path().join("host.json");
+            let mut host: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).expect("read host.json"))
+                    .expect("host.json");
+            host["customHandler"]["description"]["defaultExecutablePath"] = "python3".into();
+            host["customHandler"]["description"]["arguments"] = serde_json::json!(["handler.py"]);
+            std::fs::write(&path, host.to_string()).expect("write host.json");
         }
         for name in &self.without {
             std::fs::remove_dir_all(app_dir.path().join(name)).expect("unstage function");
@@ -136,6 +171,7 @@ impl StackBuilder {
             queues,
             app_dir,
             storage_dir,
+            violations_expected: AtomicBool::new(false),
         }
     }
 }
@@ -185,13 +221,86 @@ impl Stack {
         false
     }
 
-    /// Asserts the handler broke no protocol rule during the test.
+    /// Asserts the handler broke no protocol rule so far (also checked at [`Self::settle`] and
+    /// when the stack is dropped).
     pub fn assert_no_violations(&self) {
         assert!(
             self.host.violations().is_empty(),
             "protocol violations: {:?}",
             self.host.violations()
         );
+    }
+
+    /// Opts this test out of the default violation check, for a test that provokes violations
+    /// on purpose; returns the violations so far, for the test to assert on.
+    pub fn expect_violations(&self) -> Vec<devkit::host::Violation> {
+        self.violations_expected.store(true, Ordering::SeqCst);
+        self.host.violations()
+    }
+
+    fn check_violations(&self) {
+        if !self.violations_expected.load(Ordering::SeqCst) {
+            self.assert_no_violations();
+        }
+    }
+
+    /// Waits until everything the host was given is done, or panics at `limit`: no invocation
+    /// in flight, every queue the app's triggers read empty, leased (invisible) messages
+    /// included, and no leased message on their `-poison` twins. Then checks for protocol
+    /// violations.
+    pub async fn settle(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let before = self.host.activity();
+            let pending = if before.in_flight > 0 {
+                format!("{} invocation(s) in flight", before.in_flight)
+            } else {
+                match self.queues_pending().await {
+                    // Nothing started meanwhile: the queues were empty with nothing running.
+                    None if self.host.activity() == before => break,
+                    None => "an invocation started during the check".to_string(),
+                    Some(p) => p,
+                }
+            };
+            assert!(
+                Instant::now() < deadline,
+                "the stack did not settle within {limit:?}: {pending}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.check_violations();
+    }
+
+    /// What keeps the trigger queues from being done, or `None`.
+    async fn queues_pending(&self) -> Option<String> {
+        for queue in self.host.trigger_queues() {
+            match self.queues.approximate_count(&queue).await {
+                Ok(0) => {}
+                Ok(n) => return Some(format!("{n} message(s) on {queue}")),
+                Err(e) => return Some(format!("{queue}: {e}")),
+            }
+            // Nothing reads the poison twin; a message leased there means an operator's
+            // replay (or a test) is still at work. Peek sees at most 32 messages, so a larger
+            // poison queue cannot be checked this way.
+            let poison = format!("{queue}-poison");
+            let count = match self.queues.approximate_count(&poison).await {
+                Ok(n) => n,
+                Err(e) => return Some(format!("{poison}: {e}")),
+            };
+            if count <= 32 {
+                match self.queues.peek_messages(&poison).await {
+                    Ok(visible) if visible.len() as u64 == count => {}
+                    Ok(visible) => {
+                        return Some(format!(
+                            "{} leased message(s) on {poison}",
+                            count.saturating_sub(visible.len() as u64)
+                        ))
+                    }
+                    Err(e) => return Some(format!("{poison}: {e}")),
+                }
+            }
+        }
+        None
     }
 }
 
@@ -224,20 +333,16 @@ pub async fn blob_text(
     String::from_utf8(blob_bytes(s, container, name).await?).ok()
 }
 
-/// Every blob name in `container`, all pages.
+/// Every blob name in `container`, all pages. A storage error fails the test: an audit that
+/// read an empty listing from a failed request would pass whatever was stored.
 pub async fn blob_names(s: &qualtrics_bridge::storage::Storage, container: &str) -> Vec<String> {
     use futures::TryStreamExt;
-    let Ok(c) = s.blob_container(container) else {
-        return Vec::new();
-    };
+    let c = s.blob_container(container).expect("container client");
+    let mut pages = c.list_blobs(None).expect("list blobs").into_pages();
     let mut names = Vec::new();
-    if let Ok(pager) = c.list_blobs(None) {
-        let mut pages = pager.into_pages();
-        while let Ok(Some(page)) = pages.try_next().await {
-            if let Ok(m) = page.into_model() {
-                names.extend(m.blob_items.into_iter().filter_map(|b| b.name));
-            }
-        }
+    while let Some(page) = pages.try_next().await.expect("list blobs page") {
+        let m = page.into_model().expect("list blobs model");
+        names.extend(m.blob_items.into_iter().filter_map(|b| b.name));
     }
     names
 }

@@ -1,6 +1,9 @@
 //! A fake managed-identity endpoint with the App Service contract (reference
 //! `functions-host-protocol.md` §7): `GET ?resource=…&api-version=2019-08-01[&client_id=…]` with
 //! `X-IDENTITY-HEADER`, answering `{access_token, expires_on (string), resource, token_type}`.
+//! As strict as the service: at most one of `client_id`/`object_id`/`principal_id`/`mi_res_id`
+//! (`msi_res_id` is the older API's name and refused), and only known resources (storage,
+//! Key Vault, management) get a token.
 //!
 //! Tokens are unsigned JWTs (`alg: none`) with the claims Azurite's `--oauth basic` checks
 //! (`iss` https://sts.windows.net/…, `aud` the resource, `iat`/`nbf`/`exp`); the fake Key Vault
@@ -23,6 +26,14 @@ use tokio::net::TcpListener;
 pub const TENANT_ID: &str = "72f988bf-0000-4000-8000-00000000fake";
 /// The client id of the system-assigned identity (when no `client_id` is asked for).
 pub const SYSTEM_ASSIGNED_CLIENT_ID: &str = "5e29463d-0000-4000-8000-0000000syst";
+/// The parameters that pick a user-assigned identity; at most one may be sent.
+const SELECTORS: &[&str] = &["client_id", "object_id", "principal_id", "mi_res_id"];
+/// The resources (audiences) tokens are issued for; any other is unknown to the tenant.
+const RESOURCES: &[&str] = &[
+    "https://storage.azure.com",
+    crate::fakes::keyvault::VAULT_RESOURCE,
+    "https://management.azure.com",
+];
 /// Token lifetime.
 pub const TOKEN_LIFETIME_SECS: i64 = 3600;
 
@@ -199,11 +210,26 @@ async fn token(
     } else if record.api_version.as_deref() != Some("2019-08-01") {
         error(400, "api-version must be 2019-08-01")
     } else if q.contains_key("msi_res_id") {
+        // The 2017-09-01 name; the 2019-08-01 contract spells it `mi_res_id`.
         error(
             400,
-            "msi_res_id is not accepted here; use client_id or object_id",
+            "msi_res_id is not a parameter of api-version 2019-08-01; use mi_res_id",
+        )
+    } else if SELECTORS.iter().filter(|k| q.contains_key(**k)).count() > 1 {
+        error(
+            400,
+            "client_id, object_id, principal_id and mi_res_id are mutually exclusive",
         )
     } else if let Some(resource) = record.resource.clone() {
+        if !RESOURCES.contains(&resource.trim_end_matches('/')) {
+            let reply = error(
+                400,
+                "AADSTS500011: The resource principal was not found in the tenant.",
+            );
+            record.status = reply.status().as_u16();
+            s.requests.push(record);
+            return reply;
+        }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let client_id = record
             .client_id
@@ -233,4 +259,67 @@ fn error(status: u16, message: &str) -> Response {
         Json(json!({"error": {"code": status.as_u16().to_string(), "message": message}})),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The status the fake answers for these query parameters (with the right header).
+    async fn status(fake: &FakeIdentity, query: &[(&str, &str)]) -> u16 {
+        reqwest::Client::new()
+            .get(fake.endpoint())
+            .query(query)
+            .header("X-IDENTITY-HEADER", fake.header())
+            .send()
+            .await
+            .expect("fake answers")
+            .status()
+            .as_u16()
+    }
+
+    #[tokio::test]
+    async fn refuses_what_the_app_service_endpoint_refuses() {
+        let fake = FakeIdentity::start().await.expect("fake starts");
+        let v = ("api-version", "2019-08-01");
+        let storage = ("resource", "https://storage.azure.com/");
+        assert_eq!(status(&fake, &[v, storage]).await, 200);
+        assert_eq!(status(&fake, &[v, ("resource", VAULT)]).await, 200);
+        assert_eq!(
+            status(&fake, &[v, storage, ("mi_res_id", "/sub/x")]).await,
+            200
+        );
+        assert_eq!(
+            status(&fake, &[v, storage, ("principal_id", "p")]).await,
+            200
+        );
+        // The old API's parameter name, two identity selectors, an unknown resource.
+        assert_eq!(
+            status(&fake, &[v, storage, ("msi_res_id", "/sub/x")]).await,
+            400
+        );
+        assert_eq!(
+            status(&fake, &[v, storage, ("client_id", "a"), ("object_id", "b")]).await,
+            400
+        );
+        assert_eq!(
+            status(
+                &fake,
+                &[v, storage, ("client_id", "a"), ("mi_res_id", "/sub/x")]
+            )
+            .await,
+            400
+        );
+        assert_eq!(
+            status(&fake, &[v, ("resource", "https://example.com")]).await,
+            400
+        );
+        assert_eq!(status(&fake, &[v]).await, 400);
+        assert_eq!(
+            status(&fake, &[("api-version", "2017-09-01"), storage]).await,
+            400
+        );
+    }
+
+    const VAULT: &str = crate::fakes::keyvault::VAULT_RESOURCE;
 }

@@ -2,8 +2,9 @@
 //!
 //! It behaves like the service where the SDK can tell: the first unauthenticated request gets
 //! `401` + `WWW-Authenticate: Bearer authorization="…", resource="https://vault.azure.net"`;
-//! a bearer token must carry `aud` https://vault.azure.net and be unexpired; `GET
-//! /secrets/{name}/[{version}]?api-version=…` returns the latest (or given) version. Tests can
+//! a bearer token must carry `aud` https://vault.azure.net, the fake identity's issuer and tenant
+//! (`iss`, `tid`), and be unexpired; `GET /secrets/{name}/[{version}]?api-version=…` (a version
+//! the service recognises) returns the latest (or given) version. Tests can
 //! rotate secrets (new versions), delete them (404 `SecretNotFound`), deny access (403
 //! `Forbidden`), make it fail (503) or stop it (unreachable), and count requests.
 
@@ -21,6 +22,18 @@ use std::sync::{Arc, Mutex};
 
 /// The resource Key Vault tokens are issued for.
 pub const VAULT_RESOURCE: &str = "https://vault.azure.net";
+
+/// The data-plane `api-version`s the service recognises (others: 400 `BadParameter`).
+const API_VERSIONS: &[&str] = &[
+    "7.0",
+    "7.1",
+    "7.2",
+    "7.3",
+    "7.4",
+    "7.5",
+    "7.6",
+    "2025-07-01",
+];
 
 /// A failure the fake vault injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,12 +205,8 @@ fn serve(
             "injected",
         );
     }
-    if !q.contains_key("api-version") {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "BadParameter",
-            "The 'api-version' query parameter is missing.",
-        );
+    if let Some(why) = api_version_problem(q.get("api-version").map(String::as_str)) {
+        return error(StatusCode::BAD_REQUEST, "BadParameter", &why);
     }
     let token = headers
         .get(header::AUTHORIZATION)
@@ -253,11 +262,34 @@ fn serve(
     (StatusCode::OK, Json(body)).into_response()
 }
 
+/// Why the service would refuse this `api-version` (400 `BadParameter`), if it would.
+fn api_version_problem(v: Option<&str>) -> Option<String> {
+    match v {
+        None => Some("The 'api-version' query parameter is missing.".into()),
+        Some(v) if !API_VERSIONS.contains(&v) => Some(format!(
+            "The specified version ({v}) is not recognized. Consider using the latest \
+             supported version (2025-07-01)."
+        )),
+        Some(_) => None,
+    }
+}
+
 fn check_token(token: &str) -> Result<(), &'static str> {
     let claims = decode_claims(token).ok_or("AKV10000: the token is malformed.")?;
     let aud = claims["aud"].as_str().unwrap_or_default();
     if aud.trim_end_matches('/') != VAULT_RESOURCE {
         return Err("AKV10022: Invalid audience.");
+    }
+    // The vault belongs to one tenant: a token from another issuer or tenant is refused.
+    let issuer = format!(
+        "https://sts.windows.net/{}/",
+        crate::fakes::identity::TENANT_ID
+    );
+    if claims["iss"].as_str() != Some(issuer.as_str()) {
+        return Err("AKV10032: Invalid issuer.");
+    }
+    if claims["tid"].as_str() != Some(crate::fakes::identity::TENANT_ID) {
+        return Err("AKV10032: Invalid tenant.");
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     match claims["exp"].as_i64() {
@@ -284,4 +316,46 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         Json(json!({"error": {"code": code, "message": message}})),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes::identity::{mint_token, TENANT_ID};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
+    fn now() -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    /// A token like the fake identity's, with one claim replaced.
+    fn with_claim(claim: &str, value: &str) -> String {
+        let t = mint_token(VAULT_RESOURCE, "c", now(), 600);
+        let mut claims = decode_claims(&t).expect("claims");
+        claims[claim] = serde_json::Value::String(value.into());
+        let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
+        parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
+        parts.join(".")
+    }
+
+    #[test]
+    fn tokens_must_come_from_the_vaults_tenant_for_the_vault() {
+        assert!(check_token(&mint_token(VAULT_RESOURCE, "c", now(), 600)).is_ok());
+        assert!(check_token(&mint_token("https://storage.azure.com", "c", now(), 600)).is_err());
+        assert!(check_token(&mint_token(VAULT_RESOURCE, "c", now() - 700, 600)).is_err());
+        let other = "https://sts.windows.net/00000000-0000-0000-0000-000000000000/";
+        assert!(check_token(&with_claim("iss", other)).is_err());
+        assert!(check_token(&with_claim("tid", "00000000-0000-0000-0000-000000000000")).is_err());
+        assert!(check_token(&with_claim("tid", TENANT_ID)).is_ok());
+    }
+
+    #[test]
+    fn only_known_api_versions_are_served() {
+        assert_eq!(api_version_problem(Some("2025-07-01")), None);
+        assert_eq!(api_version_problem(Some("7.4")), None);
+        for bad in [None, Some("1.0"), Some("2099-01-01"), Some("")] {
+            assert!(api_version_problem(bad).is_some(), "{bad:?}");
+        }
+    }
 }

@@ -11,15 +11,20 @@
 //!   data descriptor, then a central directory.
 //! * Faults: `fail_next_exports` (`failed` at 100 %), `throttle_next` (429 with or without
 //!   `Retry-After`), `error_next` (500), `set_poll_delay` (slow polls), `reject_tokens`
-//!   (400 on any continuation token), `truncate_next_file` (a download cut short).
+//!   (400 on any continuation token), `truncate_next_file` (a download cut short),
+//!   `expire_files` (a completed job's file is gone: 404, as after Qualtrics' retention),
+//!   `hold_files` (downloads wait until released, so a test can kill the client mid-request).
 //! * Event subscriptions (§1.4.1): list (`offset` pages of `set_subscription_page_size`
 //!   elements, `nextPage` a full URL or `null`), create (`topics` must be a string), get and
 //!   delete by id (meta-only reply; unknown id → 404). `seed_subscription` adds one as if
 //!   another tool had created it; `subscriptions` shows the stored ones with their key.
 //!   The faults above (429, 500, auth) apply to these routes too;
 //!   `reject_next_subscription_creates` makes creates fail with 400.
-//! * Strict: unknown or case-wrong body keys give 400; `X-API-TOKEN` or `Authorization:
-//!   Bearer` required. Every call is recorded (`calls`).
+//! * Strict: unknown or case-wrong body keys give 400; the exact `X-API-TOKEN` is required on
+//!   every route (the fake issues no OAuth tokens, so no `Authorization: Bearer` can be valid);
+//!   a POST body must be sent as `Content-Type: application/json` (415 otherwise). Every call
+//!   is recorded (`calls`); `served` gives the exact text of every response, so tests can
+//!   compare exported lines with what the fake served.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -74,6 +79,8 @@ struct Job {
     polls_needed: u32,
     polls: u32,
     fail: bool,
+    /// The file is gone (404), as after Qualtrics' file retention.
+    expired: bool,
     token: Option<String>,
 }
 
@@ -87,6 +94,7 @@ struct Faults {
     poll_delay: Duration,
     truncate_files: u32,
     reject_creates: u32,
+    hold_files: bool,
 }
 
 /// An event subscription as the fake stores it.
@@ -152,14 +160,27 @@ const RESPONDENT_IP: &str = "203.0.113.7";
 pub fn synthetic_response(seq: u64, recorded_ms: i64, bytes: usize) -> String {
     let id = format!("R_syn{seq:012}");
     let rec = rfc3339(recorded_ms);
+    let nps = seq % 11;
+    let (group, group_label) = match nps {
+        0..=6 => (1, "Detractor"),
+        7 | 8 => (2, "Passive"),
+        _ => (3, "Promoter"),
+    };
+    let choice = seq % 3 + 1;
+    let duration = seq % 600;
+    let outlet = seq % 7;
+    // Values, labels, displayed fields and escapes differ per response, so a line that carried
+    // another response's content, or re-encoded it, cannot match what the fake served.
     let head = format!(
-        r#"{{"responseId":"{id}","values":{{"startDate":"{rec}","endDate":"{rec}","status":0,"ipAddress":"{RESPONDENT_IP}","progress":100,"duration":{},"finished":1,"recordedDate":"{rec}","_recordId":"{id}","distributionChannel":"anonymous","userLanguage":"EN","QID1":{},"QID2_TEXT":""#,
-        seq % 600,
-        seq % 11
+        r#"{{"responseId":"{id}","values":{{"startDate":"{rec}","endDate":"{rec}","status":0,"ipAddress":"{RESPONDENT_IP}","progress":100,"duration":{duration},"finished":1,"recordedDate":"{rec}","_recordId":"{id}","distributionChannel":"anonymous","userLanguage":"EN","QID1":{nps},"QID1_NPS_GROUP":{group},"QID3":[{choice},4],"outlet":"Caf\u00e9 \"{outlet}\" №{seq}","QID2_TEXT":""#
     );
+    let displayed = if seq.is_multiple_of(2) {
+        r#"["QID1","QID1_NPS_GROUP","QID2_TEXT","QID3"]"#
+    } else {
+        r#"["QID1","QID2_TEXT"]"#
+    };
     let tail = format!(
-        r#""}},"labels":{{"status":"IP Address","finished":"True","QID1":"{}"}},"displayedFields":["QID1","QID2_TEXT"],"displayedValues":{{"QID1":[0,1,2,3,4,5,6,7,8,9,10]}}}}"#,
-        seq % 11
+        r#""}},"labels":{{"status":"IP Address","finished":"True","QID1":"{nps}","QID1_NPS_GROUP":"{group_label}","QID3":["Choice {choice}","Choice 4"]}},"displayedFields":{displayed},"displayedValues":{{"QID1":[0,1,2,3,4,5,6,7,8,9,10]}}}}"#
     );
     let pad = bytes.saturating_sub(head.len() + tail.len());
     let mut s = String::with_capacity(head.len() + pad + tail.len());
@@ -172,12 +193,18 @@ pub fn synthetic_response(seq: u64, recorded_ms: i64, bytes: usize) -> String {
     s
 }
 
+/// The JSON object of a response added with `add_responses`.
+fn live_response(r: &Stored) -> String {
+    synthetic_response(r.seq, r.recorded_ms, 600).replace(&format!("R_syn{:012}", r.seq), &r.id)
+}
+
 fn envelope_error(status: StatusCode, message: &str) -> Response {
     let code = status.as_u16();
     let reason = match code {
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
+        415 => "Unsupported Media Type",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         _ => "Error",
@@ -301,6 +328,27 @@ impl FakeQualtrics {
         })
     }
 
+    /// Every response of a survey as `(responseId, exact JSON text served)`, in log order:
+    /// what an export file holds, one element of its `responses` array each.
+    pub fn served(&self, survey: &str) -> Vec<(String, String)> {
+        self.with(|i| {
+            let Some(s) = i.surveys.get(survey) else {
+                return vec![];
+            };
+            (1..=s.synthetic)
+                .map(|q| {
+                    let text = synthetic_response(
+                        q,
+                        s.synthetic_base_ms + q as i64 * 10,
+                        s.synthetic_bytes,
+                    );
+                    (format!("R_syn{q:012}"), text)
+                })
+                .chain(s.log.iter().map(|r| (r.id.clone(), live_response(r))))
+                .collect()
+        })
+    }
+
     pub fn set_polls(&self, n: u32) {
         self.with(|i| i.polls_needed = n.max(1));
     }
@@ -325,6 +373,20 @@ impl FakeQualtrics {
     }
     pub fn truncate_next_files(&self, n: u32) {
         self.with(|i| i.faults.truncate_files = n);
+    }
+    /// Every export job completed so far loses its file: downloads answer 404, as once
+    /// Qualtrics' file retention has passed. Jobs started later are not affected.
+    pub fn expire_files(&self) {
+        self.with(|i| {
+            for j in i.jobs.values_mut() {
+                j.expired |= j.polls >= j.polls_needed && !j.fail;
+            }
+        })
+    }
+    /// While on, file downloads are recorded and then wait (no byte is sent) until it is
+    /// turned off: a test can kill the client at exactly "download requested".
+    pub fn hold_files(&self, on: bool) {
+        self.with(|i| i.faults.hold_files = on);
     }
     /// Deflate level of export files (0 = stored blocks, 1 = fastest … 9).
     pub fn set_compression(&self, level: u32) {
@@ -375,20 +437,32 @@ fn gate(
     headers: &HeaderMap,
     body: Option<Value>,
 ) -> Option<Response> {
+    // Only the API token: the fake has no OAuth token endpoint, so no bearer token it could
+    // have issued exists (a client that switched to `Authorization: Bearer` must fail here).
     let token_ok = headers
         .get("x-api-token")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == inner.api_token)
+        .is_some_and(|v| v == inner.api_token);
+    let json_body = method != "POST"
         || headers
-            .get("authorization")
+            .get("content-type")
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("Bearer "));
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     let (status, mut resp) = if !token_ok {
         (
             401,
             Some(envelope_error(
                 StatusCode::UNAUTHORIZED,
                 "Invalid API token",
+            )),
+        )
+    } else if !json_body {
+        (
+            415,
+            Some(envelope_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Request body must be application/json",
             )),
         )
     } else if inner.faults.throttle > 0 {
@@ -559,6 +633,7 @@ async fn start_export(
         polls_needed: i.polls_needed,
         polls: 0,
         fail: fail_job,
+        expired: false,
         token: continuation.then(|| encode_token(&sid, max)),
     };
     i.jobs.insert(pid.clone(), job);
@@ -625,10 +700,7 @@ async fn one_response(
                 )
             })
         } else {
-            s.log.iter().find(|r| r.id == rid).map(|r| {
-                synthetic_response(r.seq, r.recorded_ms, 600)
-                    .replace(&format!("R_syn{:012}", r.seq), &r.id)
-            })
+            s.log.iter().find(|r| r.id == rid).map(live_response)
         }
     });
     match found {
@@ -686,20 +758,36 @@ async fn file(
     Path((sid, fid)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let (job, synthetic, synthetic_bytes, base_ms, log, level, truncate) = {
+    let (index, held) = {
         let mut i = inner.lock().expect("fake lock");
         let path = format!("/API/v3/surveys/{sid}/export-responses/{fid}/file");
         if let Some(r) = gate(&mut i, "GET", path, &headers, None) {
             return r;
         }
+        // A held download stays recorded with status 0: its client is usually killed while it
+        // waits, and the fake cannot tell whether a late answer reached anyone.
+        let index = i.calls.len() - 1;
+        let held = i.faults.hold_files;
+        if held {
+            i.calls[index].status = 0;
+        }
+        (index, held)
+    };
+    if held {
+        while inner.lock().expect("fake lock").faults.hold_files {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (job, synthetic, synthetic_bytes, base_ms, log, level, truncate) = {
+        let mut i = inner.lock().expect("fake lock");
         let pid = fid.strip_suffix("-file").unwrap_or("");
         let job = i
             .jobs
             .get(pid)
-            .filter(|j| j.survey == sid && j.polls >= j.polls_needed && !j.fail)
+            .filter(|j| j.survey == sid && j.polls >= j.polls_needed && !j.fail && !j.expired)
             .cloned();
         let Some(job) = job else {
-            set_last_status(&mut i, 404);
+            i.calls[index].status = 404;
             return envelope_error(StatusCode::NOT_FOUND, "File not found");
         };
         let truncate = i.faults.truncate_files > 0;
@@ -755,9 +843,7 @@ async fn file(
                     out.write_all(b",\n")?;
                 }
                 first = false;
-                let text = synthetic_response(r.seq, r.recorded_ms, 600)
-                    .replace(&format!("R_syn{:012}", r.seq), &r.id);
-                out.write_all(text.as_bytes())?;
+                out.write_all(live_response(r).as_bytes())?;
             }
             out.write_all(b"]}")
         });
@@ -1024,4 +1110,112 @@ async fn delete_subscription(
         body.to_string(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "unit-test-qualtrics-token";
+
+    async fn send(req: reqwest::RequestBuilder) -> u16 {
+        req.send().await.expect("fake answers").status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn every_route_requires_the_api_token_and_json_bodies() {
+        let fake = FakeQualtrics::start(TOKEN).await.expect("fake starts");
+        fake.add_responses("SV_1", 1);
+        let c = reqwest::Client::new();
+        let b = &fake.base_url;
+        let routes = [
+            format!("{b}/API/v3/surveys/SV_1/export-responses/ES_x"),
+            format!("{b}/API/v3/surveys/SV_1/export-responses/ES_x-file/file"),
+            format!("{b}/API/v3/surveys/SV_1/responses/R_x"),
+            format!("{b}/API/v3/eventsubscriptions"),
+            format!("{b}/API/v3/eventsubscriptions/SUB_x"),
+        ];
+        for url in &routes {
+            assert_eq!(send(c.get(url)).await, 401, "{url}");
+            let bearer = c.get(url).bearer_auth(TOKEN);
+            assert_eq!(send(bearer).await, 401, "any Bearer is refused: {url}");
+            let wrong = c.get(url).header("X-API-TOKEN", "wrong");
+            assert_eq!(send(wrong).await, 401, "{url}");
+            // The right token: the route answers (404 for the unknown ids, 200 for the list).
+            let right = send(c.get(url).header("x-api-token", TOKEN)).await;
+            assert!(right == 200 || right == 404, "{url}: {right}");
+        }
+        let start = format!("{b}/API/v3/surveys/SV_1/export-responses");
+        let body = r#"{"format":"json","allowContinuation":true}"#;
+        let post = |ct: Option<&str>| {
+            let r = c.post(&start).header("X-API-TOKEN", TOKEN).body(body);
+            match ct {
+                Some(ct) => r.header("content-type", ct),
+                None => r,
+            }
+        };
+        assert_eq!(send(post(None)).await, 415);
+        assert_eq!(send(post(Some("text/plain"))).await, 415);
+        assert_eq!(
+            send(post(Some("application/json; charset=utf-8"))).await,
+            200
+        );
+        let bearer = c
+            .post(&start)
+            .bearer_auth(TOKEN)
+            .json(&json!({"format": "json"}));
+        assert_eq!(send(bearer).await, 401);
+    }
+
+    #[tokio::test]
+    async fn an_expired_file_is_gone_and_later_jobs_are_not() {
+        let fake = FakeQualtrics::start(TOKEN).await.expect("fake starts");
+        fake.set_polls(1);
+        fake.add_responses("SV_1", 2);
+        let c = reqwest::Client::new();
+        let b = fake.base_url.clone();
+        let job = |c: reqwest::Client| {
+            let b = b.clone();
+            async move {
+                let started: Value = c
+                    .post(format!("{b}/API/v3/surveys/SV_1/export-responses"))
+                    .header("X-API-TOKEN", TOKEN)
+                    .json(&json!({"format": "json"}))
+                    .send()
+                    .await
+                    .expect("start")
+                    .json()
+                    .await
+                    .expect("json");
+                let pid = started["result"]["progressId"]
+                    .as_str()
+                    .expect("id")
+                    .to_owned();
+                let done: Value = c
+                    .get(format!("{b}/API/v3/surveys/SV_1/export-responses/{pid}"))
+                    .header("X-API-TOKEN", TOKEN)
+                    .send()
+                    .await
+                    .expect("poll")
+                    .json()
+                    .await
+                    .expect("json");
+                let fid = done["result"]["fileId"].as_str().expect("file").to_owned();
+                format!("{b}/API/v3/surveys/SV_1/export-responses/{fid}/file")
+            }
+        };
+        let first = job(c.clone()).await;
+        let get = |u: &str| c.get(u).header("X-API-TOKEN", TOKEN);
+        assert_eq!(send(get(&first)).await, 200);
+        fake.expire_files();
+        assert_eq!(send(get(&first)).await, 404);
+        let second = job(c.clone()).await;
+        assert_eq!(send(get(&second)).await, 200);
+        // What `served` reports is what the file holds, in order.
+        let served = fake.served("SV_1");
+        assert_eq!(served.len(), 2);
+        assert!(served
+            .iter()
+            .all(|(id, text)| text.contains(&format!("\"responseId\":\"{id}\""))));
+    }
 }

@@ -3,7 +3,7 @@
 //! byte-exact 401 envelope, `201` + `Location`, string values, `{link,value}` references unless
 //! `sysparm_exclude_reference_link=true`, `sysparm_fields`, the `sysparm_query` subset
 //! (`field=value`, `^`, `ORDERBY…`; unknown fields are silently ignored, as on a real instance),
-//! `sysparm_limit`, `X-Total-Count`, rate-limit rules (`X-RateLimit-*`, `429` + `Retry-After`),
+//! `sysparm_limit`, `X-Total-Count`, unknown body fields refused (strict, by default), rate-limit rules (`X-RateLimit-*`, `429` + `Retry-After`),
 //! scripted faults, slow and held replies, an injectable clock, and a record of every incident.
 //! Plain HTTP on 127.0.0.1.
 
@@ -141,6 +141,7 @@ impl FakeServiceNow {
             i.password = PASSWORD.into();
             i.client_secret = CLIENT_SECRET.into();
             i.next_number = 10001;
+            i.strict = true;
         }
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
@@ -196,7 +197,10 @@ impl FakeServiceNow {
         self.lock().password = p.into();
     }
 
-    /// Strict mode: a body field that is not an `incident` column is refused with 400.
+    /// Strict mode (the default): a body field that is not an `incident` column is refused
+    /// with 400. A default instance silently drops such a field instead; the fake refuses it so
+    /// that a misspelt field (`urgancy`) fails a test. `set_strict(false)` models the default
+    /// instance, for a test that needs that leniency (it should say why).
     pub fn set_strict(&self, strict: bool) {
         self.lock().strict = strict;
     }
@@ -703,4 +707,34 @@ async fn delete_one(
         )
     };
     finish(&shared, "DELETE", &path, "", r, extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_fields_are_refused_unless_leniency_is_asked_for() {
+        let fake = FakeServiceNow::start().await.expect("fake starts");
+        let create = |body: Value| {
+            reqwest::Client::new()
+                .post(format!("{}/api/now/table/incident", fake.url()))
+                .basic_auth(USERNAME, Some(PASSWORD))
+                .json(&body)
+                .send()
+        };
+        let misspelt = json!({"short_description": "s", "urgancy": "1"});
+        let r = create(misspelt.clone()).await.expect("answer");
+        assert_eq!(r.status().as_u16(), 400);
+        assert!(fake.incidents().is_empty());
+        let r = create(json!({"short_description": "s", "urgency": "1", "u_custom": "x"}))
+            .await
+            .expect("answer");
+        assert_eq!(r.status().as_u16(), 201);
+        // A default instance drops the unknown field silently.
+        fake.set_strict(false);
+        let r = create(misspelt).await.expect("answer");
+        assert_eq!(r.status().as_u16(), 201);
+        assert_eq!(fake.incidents().len(), 2);
+    }
 }

@@ -16,7 +16,9 @@ fn sys(function: &str, now: &str) -> Value {
 }
 
 /// Adds each top-level non-array property of a JSON-object text to `metadata`, overwriting
-/// (the host's `ApplyBindingData`): scalars double-encoded, objects as objects.
+/// (the host's `Utility.ApplyBindingData`): objects as objects, every scalar first turned into
+/// text by Newtonsoft's `(string)JToken` and then double-encoded by §2.1, so `3` arrives as
+/// `"\"3\""` and `true` as `"\"True\""`; a `null` property is skipped.
 fn apply_binding_data(text: &str, metadata: &mut Map<String, Value>) {
     let trimmed = text.trim();
     if !(trimmed.starts_with('{') && trimmed.ends_with('}')) {
@@ -24,19 +26,35 @@ fn apply_binding_data(text: &str, metadata: &mut Map<String, Value>) {
     }
     if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(trimmed) {
         for (k, v) in obj {
-            match v {
-                Value::Array(_) => {}
+            let text = match v {
+                Value::Array(_) | Value::Null => continue,
                 Value::Object(_) => {
                     metadata.insert(k, v);
+                    continue;
                 }
-                Value::String(s) => {
-                    metadata.insert(k, host_scalar(&Value::String(s)));
-                }
-                other => {
-                    metadata.insert(k, host_scalar(&other));
-                }
-            }
+                Value::String(s) => s,
+                Value::Bool(b) => if b { "True" } else { "False" }.to_string(),
+                Value::Number(n) => dotnet_number(&n),
+            };
+            metadata.insert(k, host_scalar(&Value::String(text)));
         }
+    }
+}
+
+/// `Convert.ToString(number, InvariantCulture)`: integers as written; doubles in .NET's
+/// shortest round-trip form, which switches to `E+XX` notation from 1e15 and from 1e-5 down.
+fn dotnet_number(n: &serde_json::Number) -> String {
+    let Some(x) = n.as_f64().filter(|_| n.is_f64()) else {
+        return n.to_string();
+    };
+    let sci = format!("{x:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..15).contains(&exp) {
+        format!("{x}")
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}E{sign}{:02}", exp.abs())
     }
 }
 
@@ -311,24 +329,48 @@ mod tests {
         }
     }
 
-    #[test]
-    fn queue_message_is_double_encoded_with_string_metadata() {
-        let m = QueueDelivery {
-            text: r#"{"a":1}"#.into(),
+    fn delivery(text: &str) -> QueueDelivery {
+        QueueDelivery {
+            text: text.into(),
             id: "52d5".into(),
             pop_receipt: "MThG".into(),
             dequeue_count: 1,
             insertion_time: "t".into(),
             expiration_time: "t".into(),
             next_visible_time: "t".into(),
-        };
-        let v = queue_envelope("F", "msg", &m, "now");
+        }
+    }
+
+    #[test]
+    fn queue_message_is_double_encoded_with_string_metadata() {
+        let v = queue_envelope("F", "msg", &delivery(r#"{"a":1}"#), "now");
         let wire = v.to_string();
         assert!(wire.contains(r#""msg":"\"{\\\"a\\\":1}\"""#), "{wire}");
         assert_eq!(v["Metadata"]["DequeueCount"], "1");
         assert_eq!(v["Metadata"]["Id"], "\"52d5\"");
         assert_eq!(v["Metadata"]["PopReceipt"], "\"MThG\"");
-        assert_eq!(v["Metadata"]["a"], "1");
+        // The host turns a message's scalar properties into text, then double-encodes them
+        // (functions-host-protocol-verified.md, claim 3 caveat).
+        assert_eq!(v["Metadata"]["a"], "\"1\"");
+    }
+
+    #[test]
+    fn message_properties_overwrite_metadata_as_the_host_prints_them() {
+        let text = r#"{"DequeueCount":3,"ok":true,"no":false,"x":1.5,"big":1e20,"tiny":0.00001,"whole":2.0,"s":"t","o":{"k":1},"l":[1],"n":null,"Id":null}"#;
+        let v = queue_envelope("F", "msg", &delivery(text), "now");
+        let md = &v["Metadata"];
+        assert_eq!(md["DequeueCount"], "\"3\"");
+        assert_eq!(md["ok"], "\"True\"");
+        assert_eq!(md["no"], "\"False\"");
+        assert_eq!(md["x"], "\"1.5\"");
+        assert_eq!(md["big"], "\"1E+20\"");
+        assert_eq!(md["tiny"], "\"1E-05\"");
+        assert_eq!(md["whole"], "\"2\"");
+        assert_eq!(md["s"], "\"t\"");
+        assert_eq!(md["o"], json!({"k": 1}));
+        assert!(md.get("l").is_none() && md.get("n").is_none());
+        // A null property does not overwrite the host's own key.
+        assert_eq!(md["Id"], "\"52d5\"");
     }
 
     #[test]

@@ -62,6 +62,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         };
     }
 
+    if shared.restarting() {
+        // Azure's front end while the host is down: no function runs.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Function host is not running.",
+        )
+            .into_response();
+    }
     let prefix = format!("/{}/", shared.app.host.route_prefix);
     let Some(route) = path
         .strip_prefix(prefix.as_str())

@@ -19,9 +19,9 @@ use base64::Engine;
 use reply::{queue_messages, Reply, ReplyError};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use storage_auth::ConnectionString;
 use tokio::sync::RwLock;
 use worker::{OutputLog, Worker, WorkerError, WorkerSpec};
@@ -75,6 +75,13 @@ pub const DEFAULT_QUEUE_LEASE: Duration = Duration::from_secs(600);
 /// How often the supervisor checks whether the handler is still alive.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(50);
 
+/// The host's `HttpFunctionInvocationDispatcher`: worker errors less than
+/// `WorkerRestartErrorIntervalThresholdInMinutes` (30) apart share one bucket, and the error
+/// that fills it to [`WORKER_ERRORS_PER_HOST`] shuts the Functions host down instead of
+/// restarting the worker (reference §1).
+const WORKER_ERROR_WINDOW: Duration = Duration::from_secs(30 * 60);
+const WORKER_ERRORS_PER_HOST: usize = 3;
+
 /// What happened to one invocation.
 #[derive(Debug, Clone)]
 pub struct InvocationRecord {
@@ -97,8 +104,61 @@ pub(crate) struct Shared {
     records: Mutex<Vec<InvocationRecord>>,
     violations: Mutex<Vec<Violation>>,
     output: OutputLog,
-    /// Restarts after the handler exited on its own.
+    /// Restarts after the handler exited on its own (worker or host restarts).
     crash_restarts: AtomicU32,
+    /// How many of those were host restarts ([`WORKER_ERRORS_PER_HOST`] errors in a row).
+    host_restarts: AtomicU32,
+    worker_errors: Mutex<ErrorBucket>,
+    /// Set while the host is restarting: the front door answers 503, as Azure's does while
+    /// no host is running.
+    restarting: AtomicBool,
+    /// Invocations sent and not yet recorded, and every invocation ever started.
+    in_flight: AtomicUsize,
+    started: AtomicU64,
+}
+
+/// The host's worker-error bucket: when each error of the current host's run happened.
+#[derive(Debug, Default)]
+struct ErrorBucket(Vec<Instant>);
+
+impl ErrorBucket {
+    /// Records an error at `at` (emptying the bucket first when the previous error is more than
+    /// 30 minutes old); true when it fills the bucket, i.e. the host shuts down. The new host
+    /// starts with an empty bucket.
+    fn record(&mut self, at: Instant) -> bool {
+        if self
+            .0
+            .last()
+            .is_some_and(|last| at.duration_since(*last) > WORKER_ERROR_WINDOW)
+        {
+            self.0.clear();
+        }
+        self.0.push(at);
+        let shutdown = self.0.len() >= WORKER_ERRORS_PER_HOST;
+        if shutdown {
+            self.0.clear();
+        }
+        shutdown
+    }
+}
+
+/// What the host is doing, for waiting on completion rather than on a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activity {
+    /// Invocations in flight (sent to the handler, outputs not yet bound).
+    pub in_flight: usize,
+    /// Invocations started since the host started: unchanged between two reads with nothing
+    /// in flight means nothing ran in between.
+    pub started: u64,
+}
+
+/// Counts one invocation as in flight until dropped (also when its future is cancelled).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A running local host; dropping it stops the handler and every loop.
@@ -164,6 +224,11 @@ impl LocalHost {
             violations: Mutex::new(Vec::new()),
             output,
             crash_restarts: AtomicU32::new(0),
+            host_restarts: AtomicU32::new(0),
+            worker_errors: Mutex::new(ErrorBucket::default()),
+            restarting: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
         });
         let mut tasks = vec![
             tokio::spawn(front_door::serve(shared.clone(), listener)),
@@ -251,34 +316,76 @@ impl LocalHost {
         self.shared.worker.read().await.pid()
     }
 
-    /// Kills the handler with SIGKILL and starts it again, as the host does after a crash.
+    /// Kills the handler with SIGKILL and waits until the host has replaced it, as after a
+    /// crash: the kill counts as a worker error, so the third within 30 minutes restarts the
+    /// host ([`Self::host_restarts`]).
     ///
     /// The kill does not wait for in-flight invocations: they fail, as they would in Azure.
     pub async fn restart_handler(&self) -> Result<(), HostError> {
-        let pid = self.shared.worker.read().await.pid();
-        if let Some(pid) = pid {
-            // SAFETY: signalling our own child process.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        let before = self.crash_restarts();
+        if let Some(pid) = self.shared.worker.read().await.pid() {
+            // ESRCH (already gone) is fine: the supervisor replaces it either way.
+            let _ = crate::process::sigkill(pid);
+        }
+        while self.crash_restarts() == before {
+            if self.supervisor_gone() {
+                return Err(HostError::Function {
+                    function: "(host)".into(),
+                    reason: "the handler could not be restarted".into(),
+                });
             }
+            tokio::time::sleep(SUPERVISE_EVERY).await;
         }
-        let mut w = self.shared.worker.write().await;
-        // The supervisor may have noticed the exit and restarted the handler first.
-        if w.pid() != pid && !w.has_exited() {
-            return Ok(());
-        }
-        w.restart().await.map_err(HostError::from)
+        Ok(())
+    }
+
+    fn supervisor_gone(&self) -> bool {
+        // `tasks[1]` is `supervise`, spawned right after the front door.
+        self.tasks.get(1).is_none_or(|t| t.is_finished())
     }
 
     /// How many times the handler exited on its own (a crash, an outside kill of
-    /// [`Self::handler_pid`]) and the host started it again.
+    /// [`Self::handler_pid`], [`Self::restart_handler`]) and a new one was started, by a
+    /// worker restart or a host restart.
     pub fn crash_restarts(&self) -> u32 {
         self.shared.crash_restarts.load(Ordering::SeqCst)
     }
 
+    /// How many of [`Self::crash_restarts`] were host restarts: the host shuts down at the
+    /// third worker error within 30 minutes of the previous one, and the platform starts a
+    /// new host, whose error count starts at zero.
+    pub fn host_restarts(&self) -> u32 {
+        self.shared.host_restarts.load(Ordering::SeqCst)
+    }
+
+    /// Invocations in flight and started so far.
+    pub fn activity(&self) -> Activity {
+        Activity {
+            in_flight: self.shared.in_flight.load(Ordering::SeqCst),
+            started: self.shared.started.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The queues the app's queue triggers read (lower case, as the host uses them).
+    pub fn trigger_queues(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .shared
+            .app
+            .functions
+            .iter()
+            .filter_map(|f| f.trigger())
+            .filter(|t| t.kind == "queueTrigger")
+            .filter_map(|t| t.str("queueName"))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Stops the loops and sends SIGTERM to the handler; returns its exit status.
-    pub async fn shutdown(mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        for t in self.tasks.drain(..) {
+    pub async fn shutdown(&self, grace: Duration) -> Option<std::process::ExitStatus> {
+        for t in &self.tasks {
             t.abort();
         }
         self.shared.worker.write().await.terminate(grace).await
@@ -286,8 +393,8 @@ impl LocalHost {
 }
 
 /// Starts the handler again whenever it exits on its own, as the Functions host restarts its
-/// worker channel. In-flight invocations have already failed with the process; the write lock
-/// waits for them to return.
+/// worker channel, or restarts the whole host at the third worker error in a row. In-flight
+/// invocations have already failed with the process; the write lock waits for them to return.
 async fn supervise(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(SUPERVISE_EVERY).await;
@@ -298,9 +405,22 @@ async fn supervise(shared: Arc<Shared>) {
         if !w.has_exited() {
             continue; // restarted by someone else meanwhile
         }
-        tracing::warn!("the handler exited; restarting it");
-        match w.restart().await {
+        let host_restart = shared.worker_error(Instant::now());
+        if host_restart {
+            tracing::error!(
+                "Exceeded http worker restart retry count. Shutting down Functions Host; the platform starts a new one"
+            );
+            shared.restarting.store(true, Ordering::SeqCst);
+        } else {
+            tracing::warn!("the handler exited; restarting it");
+        }
+        let restarted = w.restart().await;
+        shared.restarting.store(false, Ordering::SeqCst);
+        match restarted {
             Ok(()) => {
+                if host_restart {
+                    shared.host_restarts.fetch_add(1, Ordering::SeqCst);
+                }
                 shared.crash_restarts.fetch_add(1, Ordering::SeqCst);
             }
             Err(e) => {
@@ -358,6 +478,19 @@ fn storage_client(app: &App, settings: &Settings) -> Result<Option<QueueClient>,
 }
 
 impl Shared {
+    /// Records a worker error; true when the host shuts down (see [`ErrorBucket`]).
+    fn worker_error(&self, at: Instant) -> bool {
+        self.worker_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(at)
+    }
+
+    /// Whether the host is restarting (no front door until the new one is up).
+    pub(crate) fn restarting(&self) -> bool {
+        self.restarting.load(Ordering::SeqCst)
+    }
+
     /// Sends one invocation, binds its queue outputs and records the outcome.
     pub(crate) async fn invoke(
         &self,
@@ -366,6 +499,9 @@ impl Shared {
         dequeue_count: Option<u32>,
     ) -> Result<Reply, ReplyError> {
         let id = uuid::Uuid::new_v4().to_string();
+        self.started.fetch_add(1, Ordering::SeqCst);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlight(&self.in_flight);
         let result = {
             let worker = self.worker.read().await;
             worker.invoke(&f.name, &id, &envelope).await
@@ -449,4 +585,29 @@ pub(crate) fn utc_now() -> String {
     let now = time::OffsetDateTime::now_utc();
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_third_worker_error_within_30_minutes_restarts_the_host() {
+        let t0 = Instant::now();
+        let min = |m: u64| t0 + Duration::from_secs(60 * m);
+        let mut b = ErrorBucket::default();
+        // 1st and 2nd: worker restarts; 3rd, each within 30 min of the previous: host restart.
+        assert!(!b.record(min(0)));
+        assert!(!b.record(min(29)));
+        assert!(b.record(min(58)));
+        // The new host counts from zero.
+        assert!(!b.record(min(59)));
+        assert!(!b.record(min(60)));
+        assert!(b.record(min(61)));
+        // More than 30 minutes since the previous error empties the bucket first.
+        assert!(!b.record(min(100)));
+        assert!(!b.record(min(131)));
+        assert!(!b.record(min(140)));
+        assert!(b.record(min(141)));
+    }
 }

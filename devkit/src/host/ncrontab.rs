@@ -1,5 +1,7 @@
-//! Six-field NCRONTAB schedules (`{second} {minute} {hour} {day} {month} {day-of-week}`), as
-//! the timer trigger reads them. Day-of-month and day-of-week must both match (NCrontab ANDs
+//! NCRONTAB schedules as the timer trigger reads them: six fields
+//! (`{second} {minute} {hour} {day} {month} {day-of-week}`), or five without the seconds (WebJobs'
+//! `CronSchedule.HasSeconds`: exactly five space-separated fields mean no seconds field, so the
+//! schedule fires at second 0). Day-of-month and day-of-week must both match (NCrontab ANDs
 //! them, unlike Vixie cron).
 
 use time::{Duration, OffsetDateTime};
@@ -33,12 +35,16 @@ impl Schedule {
             expr: expr.to_string(),
             reason,
         };
-        let fields: Vec<&str> = expr.split_whitespace().collect();
-        if fields.len() != 6 {
-            return Err(err(format!(
-                "{} fields; the timer trigger needs 6 (seconds first)",
-                fields.len()
-            )));
+        // Split as the host does: on spaces, empty entries removed.
+        let mut fields: Vec<&str> = expr.split(' ').filter(|f| !f.is_empty()).collect();
+        match fields.len() {
+            5 => fields.insert(0, "0"),
+            6 => {}
+            n => {
+                return Err(err(format!(
+                    "{n} fields; the timer trigger takes 6 (seconds first) or 5 (no seconds)"
+                )))
+            }
         }
         let f = |i: usize, name: &str, lo: u32, hi: u32, names: &[&str]| {
             parse_field(fields[i], lo, hi, names)
@@ -175,11 +181,26 @@ mod tests {
     }
 
     #[test]
-    fn five_fields_or_garbage_are_refused() {
-        assert!(Schedule::parse("*/5 * * * *")
-            .unwrap_err()
-            .reason
-            .contains("6"));
+    fn five_fields_have_no_seconds() {
+        let five = Schedule::parse("*/5 * * * *").unwrap();
+        assert_eq!(five, Schedule::parse("0 */5 * * * *").unwrap());
+        assert_eq!(
+            five.next_after(datetime!(2026-12-01 23:07:13 UTC)),
+            Some(datetime!(2026-12-01 23:10:00 UTC))
+        );
+        // Extra spaces are not fields, as in the host's split.
+        assert_eq!(
+            Schedule::parse(" 30  9 * * Mon-Fri ").unwrap(),
+            Schedule::parse("0 30 9 * * Mon-Fri").unwrap()
+        );
+    }
+
+    #[test]
+    fn other_field_counts_or_garbage_are_refused() {
+        for expr in ["* * * *", "0 0 * * * * *", ""] {
+            let e = Schedule::parse(expr).unwrap_err();
+            assert!(e.reason.contains("6 (seconds first) or 5"), "{e}");
+        }
         assert!(Schedule::parse("0 61 * * * *").is_err());
         assert!(Schedule::parse("0 */0 * * * *").is_err());
     }
