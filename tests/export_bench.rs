@@ -217,7 +217,9 @@ async fn export_peak_rss_and_speed_against_sdk_block_upload() {
             .env("QUALTRICS_API_TOKEN", TOKEN)
             .env("BRIDGE_CONFIG", &config)
             .env("EXPORT_POLL_INTERVAL_MS", "100")
-            .env("AzureWebJobsStorage", &cs);
+            .env("AzureWebJobsStorage", &cs)
+            // The allocator's own options (e.g. MIMALLOC_SHOW_STATS=1), for experiments.
+            .envs(std::env::vars().filter(|(k, _)| k.starts_with("MIMALLOC_")));
         let load = load_average();
         let o = tokio::task::spawn_blocking(move || run_measured(cmd))
             .await
@@ -237,6 +239,9 @@ async fn export_peak_rss_and_speed_against_sdk_block_upload() {
             o.elapsed.as_secs_f64(),
             o.peak_rss_kib as f64 / 1024.0
         );
+        if std::env::var_os("MIMALLOC_SHOW_STATS").is_some() {
+            println!("BENCH backfill allocator stats:\n{}", o.stderr);
+        }
         cli_max = cli_max.max(o.peak_rss_kib);
     }
 

@@ -97,9 +97,9 @@ impl ExportSettings {
 const BLOCKS_IN_FLIGHT: usize = 2;
 /// Block buffers of one download: those in flight and the one the transform fills.
 const BLOCK_BUFFERS: usize = BLOCKS_IN_FLIGHT + 1;
-/// Download chunks (each at most the HTTP client's 400 KiB read buffer) queued for the
+/// Download chunks (each at most hyper's 408 KiB socket read) queued for the
 /// inflater.
-const READ_AHEAD_CHUNKS: usize = 4;
+const READ_AHEAD_CHUNKS: usize = 2;
 
 /// `Inflight::mode` of a backfill.
 const BACKFILL: &str = "backfill";

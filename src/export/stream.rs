@@ -91,7 +91,7 @@ pub fn transform<R: Read>(
     opts: &TransformOptions,
     sink: &mut BlockSink<'_>,
 ) -> io::Result<Summary> {
-    let mut r = BufReader::with_capacity(256 * 1024, input);
+    let mut r = BufReader::with_capacity(64 * 1024, input);
     let head = r.fill_buf()?;
     let mut out = LineSink::new(opts, sink);
     if head.starts_with(b"PK\x03\x04") {
@@ -120,14 +120,14 @@ fn read_zip_entry<R: BufRead>(r: &mut R, out: &mut LineSink<'_, '_>) -> io::Resu
     let crc = match method {
         8 => {
             let mut dec = CrcReader::new(flate2::bufread::DeflateDecoder::new(&mut *r));
-            scan_json(&mut BufReader::with_capacity(256 * 1024, &mut dec), out)?;
+            scan_json(&mut BufReader::with_capacity(64 * 1024, &mut dec), out)?;
             // Drain anything after the JSON document (normally nothing).
             io::copy(&mut dec, &mut io::sink())?;
             dec.crc.clone().finalize()
         }
         0 if !has_descriptor => {
             let mut dec = CrcReader::new(r.by_ref().take(compressed));
-            scan_json(&mut BufReader::with_capacity(256 * 1024, &mut dec), out)?;
+            scan_json(&mut BufReader::with_capacity(64 * 1024, &mut dec), out)?;
             io::copy(&mut dec, &mut io::sink())?;
             dec.crc.clone().finalize()
         }
