@@ -89,3 +89,87 @@ pub fn startup(binary: &Path, app_root: &Path, runs: usize) -> std::io::Result<S
         binary_bytes: std::fs::metadata(binary)?.len(),
     })
 }
+
+/// Peak resident set size (`VmHWM`) of a running process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+/// Resets a process's `VmHWM` to its current RSS (`clear_refs` 5), so that one long-lived
+/// process gives a peak per run.
+pub fn reset_peak_rss(pid: u32) -> std::io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+}
+
+/// A finished child process with its peak RSS.
+#[derive(Debug)]
+pub struct MeasuredRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub peak_rss_kib: u64,
+    pub elapsed: Duration,
+}
+
+/// Runs `cmd` to its end and returns its peak RSS from `wait4` (`ru_maxrss`): exact, where
+/// polling `/proc` would miss the moments before the exit.
+pub fn run_measured(mut cmd: Command) -> std::io::Result<MeasuredRun> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn()?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is plain data that wait4 fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waits for our own child, with valid pointers to locals; std's `Child`
+        // never waits for it afterwards (it is dropped without `wait`).
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let elapsed = started.elapsed();
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    Ok(MeasuredRun {
+        code,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        peak_rss_kib: usage.ru_maxrss as u64,
+        elapsed,
+    })
+}

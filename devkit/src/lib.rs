@@ -10,3 +10,4 @@ pub mod process;
 pub mod publisher;
 pub mod queue_client;
 pub mod staging;
+pub mod throttle;

@@ -133,6 +133,14 @@ impl ExportService {
     }
 }
 
+/// Blocks being staged at once.
+const BLOCKS_IN_FLIGHT: usize = 2;
+/// Block buffers of one download: those in flight and the one the transform fills.
+const BLOCK_BUFFERS: usize = BLOCKS_IN_FLIGHT + 1;
+/// Download chunks (each at most hyper's 408 KiB socket read) queued for the
+/// inflater.
+const READ_AHEAD_CHUNKS: usize = 2;
+
 /// `Inflight::mode` of a backfill.
 const BACKFILL: &str = "backfill";
 
@@ -904,8 +912,15 @@ impl Run<'_> {
             Err(QualtricsError::OutOfTime { .. }) => return Err(DownloadError::OutOfTime),
             Err(e) => return Err(DownloadError::Failed(e.to_string())),
         };
-        let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(16);
-        let (block_tx, mut block_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+        // Memory is bounded by construction (docs/export.md, "Memory"): at most
+        // READ_AHEAD_CHUNKS download chunks wait for the inflater, and BLOCK_BUFFERS block
+        // buffers exist, recycled from the upload back to the transform. A full pool stops
+        // the transform, which stops reading chunks, which stops reading the socket.
+        let (chunk_tx, chunk_rx) =
+            tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD_CHUNKS);
+        let (full_tx, mut full_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+        let (free_tx, mut free_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(BLOCK_BUFFERS);
+        let block_size = self.settings.block_size;
         let deadline = self.deadline;
         let progress = self.progress.clone();
         let reader_task = tokio::spawn(async move {
@@ -950,7 +965,8 @@ impl Run<'_> {
             },
             overlap_ms: self.settings.overlap.as_millis() as i64,
             recent_cap: MAX_BOUNDARY_IDS,
-            ticket_cap: Some(MAX_PENDING_TICKETS),
+            // A backfill queues no tickets: no ids to keep.
+            ticket_cap: (inf.mode != BACKFILL).then_some(MAX_PENDING_TICKETS),
             // The first export is history, except what was recorded since the bridge started
             // (a state written before `createdMs` existed: all history).
             ticket_since_ms: (inf.mode == "initial")
@@ -961,13 +977,19 @@ impl Run<'_> {
                 rx: chunk_rx,
                 cur: Bytes::new(),
             };
+            // The transform allocated its first buffer; the pool's others on first need.
+            let mut unallocated = BLOCK_BUFFERS - 1;
             stream::transform(reader, &opts, &mut |block| {
-                block_tx
-                    .blocking_send(block)
-                    .map_err(|_| io::Error::other("upload stopped"))
+                let stopped = || io::Error::other("upload stopped");
+                full_tx.blocking_send(block).map_err(|_| stopped())?;
+                if unallocated > 0 {
+                    unallocated -= 1;
+                    return Ok(Vec::with_capacity(block_size));
+                }
+                free_rx.blocking_recv().ok_or_else(stopped)
             })
         });
-        // Stage blocks, two in flight.
+        // Stage blocks, BLOCKS_IN_FLIGHT at a time; each buffer goes back to the pool.
         let target = self.exports.blob_client(&inf.blob);
         let mut in_flight = FuturesUnordered::new();
         let mut count: u32 = 0;
@@ -975,13 +997,19 @@ impl Run<'_> {
         let mut upload_err: Option<String> = None;
         loop {
             tokio::select! {
-                b = block_rx.recv(), if in_flight.len() < 2 && upload_err.is_none() => {
+                b = full_rx.recv(), if in_flight.len() < BLOCKS_IN_FLIGHT && upload_err.is_none() => {
                     let Some(b) = b else { break };
                     let (t, n, i) = (self.exports.blob_client(&inf.blob), inf.blob.clone(), count);
                     count += 1;
-                    in_flight.push(async move { blob_state::stage_block(&t, &n, i, Bytes::from(b)).await });
+                    in_flight.push(async move {
+                        let data = Bytes::from(b);
+                        let r = blob_state::stage_block(&t, &n, i, data.clone()).await;
+                        (r, data)
+                    });
                 }
-                Some(r) = in_flight.next(), if !in_flight.is_empty() => {
+                Some((r, data)) = in_flight.next(), if !in_flight.is_empty() => {
+                    // The pool holds BLOCK_BUFFERS, so this never finds it full.
+                    let _ = free_tx.try_send(reclaim(data));
                     match r {
                         Ok(()) => {
                             staged += 1;
@@ -996,12 +1024,14 @@ impl Run<'_> {
                 break;
             }
         }
-        while let Some(r) = in_flight.next().await {
+        while let Some((r, _)) = in_flight.next().await {
             if let Err(e) = r {
                 upload_err.get_or_insert(e.to_string());
             }
         }
-        drop(block_rx);
+        // Wakes a transform waiting to hand over a block or for a free buffer.
+        drop(full_rx);
+        drop(free_tx);
         let result = transform.await;
         reader_task.abort();
         let summary = match result {
@@ -1104,6 +1134,12 @@ enum DownloadError {
     Failed(String),
 }
 
+/// The buffer of a staged block, for reuse: the same allocation once the HTTP client has
+/// dropped its references (it has when the stage call returned), else an empty one.
+fn reclaim(data: Bytes) -> Vec<u8> {
+    data.try_into_mut().map(Vec::from).unwrap_or_default()
+}
+
 /// `Read` over the download's chunks (runs on the blocking thread).
 struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
@@ -1123,5 +1159,20 @@ impl io::Read for ChannelReader {
         buf[..n].copy_from_slice(&self.cur[..n]);
         let _ = self.cur.split_to(n);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staged_block_buffer_is_reused_not_reallocated() {
+        let data = Bytes::from(vec![b'x'; 4096]);
+        let at = data.as_ptr();
+        let held = data.clone();
+        assert_eq!(reclaim(data).capacity(), 0, "still referenced: not reused");
+        let back = reclaim(held);
+        assert_eq!((back.as_ptr(), back.capacity()), (at, 4096));
     }
 }

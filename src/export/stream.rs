@@ -12,6 +12,9 @@
 //!   is one line). Nothing else in the document is kept.
 //! * Each line's `responseId` and `values.recordedDate` are read for de-duplication, the
 //!   fallback cursor and ticket reconciliation.
+//! * The NDJSON is cut into blocks of exactly `block_size` bytes (the last one shorter),
+//!   regardless of line ends: a block blob is the concatenation of its blocks, and a block
+//!   buffer that never grows can be reused by the caller (bounded memory by construction).
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::{self, BufRead, BufReader, Read};
@@ -21,7 +24,7 @@ use time::OffsetDateTime;
 /// How to transform one export file.
 #[derive(Debug, Clone)]
 pub struct TransformOptions {
-    /// Size at which a block of NDJSON is handed to the sink.
+    /// Size of every block of NDJSON handed to the sink (the last one may be shorter).
     pub block_size: usize,
     /// Response ids already exported (the overlap of a fallback window): skipped.
     pub skip_ids: HashSet<String>,
@@ -78,13 +81,17 @@ fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
+/// Receives each full block in order and returns an empty buffer to fill next (the caller
+/// recycles its buffers); the last, possibly shorter, block's returned buffer is dropped.
+pub type BlockSink<'a> = dyn FnMut(Vec<u8>) -> io::Result<Vec<u8>> + 'a;
+
 /// Transforms `input` (a ZIP or a JSON document); `sink` receives NDJSON blocks in order.
 pub fn transform<R: Read>(
     input: R,
     opts: &TransformOptions,
-    sink: &mut dyn FnMut(Vec<u8>) -> io::Result<()>,
+    sink: &mut BlockSink<'_>,
 ) -> io::Result<Summary> {
-    let mut r = BufReader::with_capacity(256 * 1024, input);
+    let mut r = BufReader::with_capacity(64 * 1024, input);
     let head = r.fill_buf()?;
     let mut out = LineSink::new(opts, sink);
     if head.starts_with(b"PK\x03\x04") {
@@ -95,7 +102,7 @@ pub fn transform<R: Read>(
     out.finish()
 }
 
-fn read_zip_entry<R: BufRead>(r: &mut R, out: &mut LineSink<'_>) -> io::Result<()> {
+fn read_zip_entry<R: BufRead>(r: &mut R, out: &mut LineSink<'_, '_>) -> io::Result<()> {
     let mut h = [0u8; 30];
     r.read_exact(&mut h)?;
     let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
@@ -113,14 +120,14 @@ fn read_zip_entry<R: BufRead>(r: &mut R, out: &mut LineSink<'_>) -> io::Result<(
     let crc = match method {
         8 => {
             let mut dec = CrcReader::new(flate2::bufread::DeflateDecoder::new(&mut *r));
-            scan_json(&mut BufReader::with_capacity(256 * 1024, &mut dec), out)?;
+            scan_json(&mut BufReader::with_capacity(64 * 1024, &mut dec), out)?;
             // Drain anything after the JSON document (normally nothing).
             io::copy(&mut dec, &mut io::sink())?;
             dec.crc.clone().finalize()
         }
         0 if !has_descriptor => {
             let mut dec = CrcReader::new(r.by_ref().take(compressed));
-            scan_json(&mut BufReader::with_capacity(256 * 1024, &mut dec), out)?;
+            scan_json(&mut BufReader::with_capacity(64 * 1024, &mut dec), out)?;
             io::copy(&mut dec, &mut io::sink())?;
             dec.crc.clone().finalize()
         }
@@ -167,21 +174,40 @@ impl<R: Read> Read for CrcReader<R> {
 }
 
 /// Receives complete response objects (compact JSON) and builds NDJSON blocks.
-struct LineSink<'a> {
+struct LineSink<'a, 's> {
     opts: &'a TransformOptions,
-    sink: &'a mut dyn FnMut(Vec<u8>) -> io::Result<()>,
+    sink: &'a mut BlockSink<'s>,
     block: Vec<u8>,
+    block_size: usize,
     summary: Summary,
 }
 
-impl<'a> LineSink<'a> {
-    fn new(opts: &'a TransformOptions, sink: &'a mut dyn FnMut(Vec<u8>) -> io::Result<()>) -> Self {
+impl<'a, 's> LineSink<'a, 's> {
+    fn new(opts: &'a TransformOptions, sink: &'a mut BlockSink<'s>) -> Self {
+        let block_size = opts.block_size.max(1);
         Self {
             opts,
             sink,
-            block: Vec::with_capacity(opts.block_size + 64 * 1024),
+            block: Vec::with_capacity(block_size),
+            block_size,
             summary: Summary::default(),
         }
+    }
+
+    /// Appends to the current block, handing each block over as soon as it is full.
+    fn emit(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let take = (self.block_size - self.block.len()).min(bytes.len());
+            self.block.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.block.len() == self.block_size {
+                let mut next = (self.sink)(std::mem::take(&mut self.block))?;
+                next.clear();
+                next.reserve(self.block_size);
+                self.block = next;
+            }
+        }
+        Ok(())
     }
 
     fn record(&mut self, obj: &[u8]) -> io::Result<()> {
@@ -207,14 +233,10 @@ impl<'a> LineSink<'a> {
                 self.summary.ticket_ids_dropped += 1;
             }
         }
-        self.block.extend_from_slice(obj);
-        self.block.push(b'\n');
+        self.emit(obj)?;
+        self.emit(b"\n")?;
         self.summary.lines += 1;
         self.summary.bytes += obj.len() as u64 + 1;
-        if self.block.len() >= self.opts.block_size {
-            let next = Vec::with_capacity(self.opts.block_size + 64 * 1024);
-            (self.sink)(std::mem::replace(&mut self.block, next))?;
-        }
         Ok(())
     }
 
@@ -235,7 +257,7 @@ fn string_field<'b>(obj: &'b [u8], pattern: &[u8]) -> Option<&'b [u8]> {
 }
 
 /// Finds the elements of the top-level `responses` array.
-fn scan_json<R: BufRead>(r: &mut R, out: &mut LineSink<'_>) -> io::Result<()> {
+fn scan_json<R: BufRead>(r: &mut R, out: &mut LineSink<'_, '_>) -> io::Result<()> {
     let mut depth: u32 = 0;
     let mut in_string = false;
     let mut escape = false;
@@ -378,9 +400,10 @@ mod tests {
 
     fn run(input: &[u8], o: &TransformOptions) -> io::Result<(String, Summary)> {
         let mut all = Vec::new();
-        let s = transform(input, o, &mut |b| {
+        let s = transform(input, o, &mut |mut b| {
             all.extend_from_slice(&b);
-            Ok(())
+            b.clear();
+            Ok(b)
         })?;
         Ok((String::from_utf8(all).unwrap(), s))
     }
@@ -439,6 +462,44 @@ mod tests {
         assert_eq!(text.lines().count(), 1);
         assert_eq!(s.duplicates_skipped, 1);
         assert!(run(&DOC.as_bytes()[..DOC.len() - 5], &o).is_err());
+    }
+
+    #[test]
+    fn blocks_are_full_and_reuse_the_returned_buffers() {
+        let (whole, _) = run(
+            DOC.as_bytes(),
+            &TransformOptions {
+                block_size: 1 << 20,
+                ..opts()
+            },
+        )
+        .unwrap();
+        let o = TransformOptions {
+            block_size: 7,
+            ..opts()
+        };
+        let mut blocks: Vec<Vec<u8>> = Vec::new();
+        let mut pool = vec![Vec::with_capacity(7), Vec::with_capacity(7)];
+        let mut allocations = HashSet::new();
+        let s = transform(DOC.as_bytes(), &o, &mut |b| {
+            allocations.insert(b.as_ptr() as usize);
+            blocks.push(b.clone());
+            // Hand the oldest buffer back, as the upload pipeline does.
+            pool.insert(0, b);
+            Ok(pool.pop().unwrap())
+        })
+        .unwrap();
+        assert_eq!(s.lines, 2);
+        let (last, full) = blocks.split_last().unwrap();
+        assert!(
+            full.iter().all(|b| b.len() == 7),
+            "every block but the last is full"
+        );
+        assert!(!last.is_empty() && last.len() <= 7);
+        assert_eq!(blocks.concat(), whole.as_bytes(), "lines may span blocks");
+        // The transform's first buffer and the two handed back, nothing else.
+        assert!(blocks.len() > 10);
+        assert_eq!(allocations.len(), 3);
     }
 
     /// A minimal ZIP writer (test only): one deflated entry.
