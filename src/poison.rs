@@ -19,7 +19,7 @@ const REPLAY_LEASE_SECS: i32 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoisonError {
-    #[error("queue {queue}: {op} failed: {source}")]
+    #[error("queue {queue}: {op} failed: {}", crate::storage::Cause(source))]
     Queue {
         queue: &'static str,
         op: &'static str,

@@ -41,7 +41,7 @@ fn classify(op: &'static str, blob: &str, e: azure_core::Error) -> BlobError {
         _ => BlobError::Other {
             op,
             blob: blob.to_string(),
-            reason: e.to_string(),
+            reason: crate::storage::Cause(&e).to_string(),
         },
     }
 }

@@ -13,8 +13,10 @@
 //! Callers get SDK clients from [`Storage::blob_container`] / [`Storage::queue`] and never see
 //! which of the two is in use.
 
+mod cause;
 mod shared_key;
 
+pub use cause::Cause;
 pub use shared_key::SharedKeyPolicy;
 
 use crate::env::Lookup;

@@ -9,6 +9,7 @@
 //! `retryable` failures may be claimed again).
 
 use crate::export::blob_state::{self, BlobError};
+use crate::storage::Cause;
 use azure_core::http::{Etag, RequestContent, StatusCode};
 use azure_storage_blob::models::{BlobClientDownloadOptions, BlockBlobClientUploadOptions};
 use azure_storage_blob::BlobContainerClient;
@@ -141,14 +142,18 @@ impl Ledger {
         {
             Ok(r) => r,
             Err(e) if status(&e) == Some(StatusCode::NotFound) => return Ok(None),
-            Err(e) => return Err(self.err(blob, e)),
+            Err(e) => return Err(self.err(blob, Cause(&e))),
         };
         let etag = resp
             .properties
             .etag
             .clone()
             .ok_or_else(|| self.err(blob, "download without an ETag"))?;
-        let bytes = resp.body.collect().await.map_err(|e| self.err(blob, e))?;
+        let bytes = resp
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.err(blob, Cause(&e)))?;
         let entry: Entry = serde_json::from_slice(&bytes)
             .map_err(|e| self.err(blob, format!("not a ledger entry: {e}")))?;
         Ok(Some((entry, etag)))
@@ -166,7 +171,7 @@ impl Ledger {
                 // The container does not exist yet (a fresh account): create it, then retry.
                 if let Err(ce) = self.container.create(None).await {
                     if status(&ce) != Some(StatusCode::Conflict) {
-                        return Err(self.err(blob, ce));
+                        return Err(self.err(blob, Cause(&ce)));
                     }
                 }
                 self.finish(blob, self.upload(blob, entry, options).await)
@@ -247,7 +252,7 @@ impl Ledger {
             {
                 Ok(None)
             }
-            Err(e) => Err(self.err(blob, e)),
+            Err(e) => Err(self.err(blob, Cause(&e))),
         }
     }
 }
