@@ -555,14 +555,12 @@ async fn poison(cmd: PoisonCommand) -> ExitCode {
         }
     };
     let result = match cmd {
-        PoisonCommand::List { limit, output } => {
-            crate::poison::list(&storage, limit.unwrap_or(32))
-                .await
-                .map(|parked| match output.output {
-                    Output::Text => print!("{}", parked_text(&parked)),
-                    Output::Json => println!("{:#}", parked_json(&parked)),
-                })
-        }
+        PoisonCommand::List { limit, output } => crate::poison::list(&storage, limit.unwrap_or(32))
+            .await
+            .map(|parked| match output.output {
+                Output::Text => print!("{}", parked_text(&parked)),
+                Output::Json => println!("{:#}", parked_json(&parked)),
+            }),
         PoisonCommand::Replay { limit, dry_run } => {
             crate::poison::replay(&storage, limit.unwrap_or(u32::MAX), dry_run)
                 .await

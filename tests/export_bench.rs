@@ -21,7 +21,7 @@ use devkit::bench::{peak_rss_kib, reset_peak_rss, run_measured};
 use devkit::fakes::qualtrics::{synthetic_response, FakeQualtrics};
 use devkit::throttle::ThrottledProxy;
 use futures::stream::{FuturesUnordered, StreamExt};
-use qualtrics_bridge::export::blob_state;
+use qualtrics_bridge::storage::blob_state;
 use qualtrics_bridge::storage::Storage;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

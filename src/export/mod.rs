@@ -18,7 +18,6 @@
 //! (`source: "export"`), at most [`ExportSettings::max_ticket_messages`] per reply; the
 //! rest wait in the state blob for the next run.
 
-pub mod blob_state;
 pub mod stream;
 
 use crate::deps::Deps;
@@ -27,10 +26,10 @@ use crate::host::{Envelope, FunctionSpec, Invocation, InvocationError, Invocatio
 use crate::messages::{RequestSource, TicketRequest};
 use crate::qualtrics::{CallBudget, ExportRequest, ExportStatus, QualtricsClient, QualtricsError};
 use crate::secrets::SecretsProvider;
+use crate::storage::blob_state::{self, BlobError, Condition};
 use crate::storage::Storage;
 use azure_core::http::Etag;
 use azure_storage_blob::{BlobClient, BlobContainerClient};
-use blob_state::{BlobError, Condition};
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};

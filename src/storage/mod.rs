@@ -13,6 +13,7 @@
 //! Callers get SDK clients from [`Storage::blob_container`] / [`Storage::queue`] and never see
 //! which of the two is in use.
 
+pub mod blob_state;
 mod cause;
 mod shared_key;
 

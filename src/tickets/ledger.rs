@@ -8,7 +8,7 @@
 //! States: `claimed` → `created` (system, id, number) / `skipped` (rule) / `failed` (reason;
 //! `retryable` failures may be claimed again).
 
-use crate::export::blob_state::{self, BlobError};
+use crate::storage::blob_state::{self, BlobError};
 use crate::storage::Cause;
 use azure_core::http::{Etag, RequestContent, StatusCode};
 use azure_storage_blob::models::{BlobClientDownloadOptions, BlockBlobClientUploadOptions};

@@ -29,13 +29,13 @@ pub mod servicenow;
 pub mod zendesk;
 
 use crate::deps::Deps;
-use crate::export::blob_state::BlobError;
 use crate::host::{
     Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply, QueueTrigger, Trigger,
 };
 use crate::messages::{RequestSource, Retry, TicketRequest};
 use crate::qualtrics::QualtricsClient;
 use crate::secrets::SecretsProvider;
+use crate::storage::blob_state::BlobError;
 use crate::telemetry::{InvocationSummary, Severity};
 pub use config::{TicketRoute, TicketSystem, TicketingLimits};
 use http::CallError;

@@ -1,7 +1,7 @@
-//! The blob operations the export needs beyond `src/storage/` (which hands out the SDK
-//! clients): conditional reads/writes of the state blob by ETag, the state blob's lease, and
-//! block staging/commit of export blobs. Built only on `azure_storage_blob` 1.1.0 clients
-//! obtained from [`crate::storage::Storage`].
+//! Blob operations beyond handing out clients, shared by every capability that keeps state
+//! in Blob Storage (export state, ticket ledger): conditional reads/writes by ETag with one
+//! 409/412 classification, leases, and block staging/commit of export blobs. Built only on
+//! `azure_storage_blob` 1.1.0 clients obtained from [`crate::storage::Storage`].
 
 use azure_core::http::{Etag, RequestContent, StatusCode};
 use azure_storage_blob::models::{
