@@ -150,26 +150,25 @@ impl Retrying {
     }
 }
 
-/// A whole number of seconds from setting `name`; a value that does not parse or is out of
-/// range stops start-up rather than silently becoming the default.
+/// A whole number of seconds from setting `name` ([`crate::env::number`]), within `range`;
+/// a value out of range stops start-up rather than silently becoming the default.
 fn secs_setting(
     lookup: crate::env::Lookup<'_>,
-    name: &str,
+    name: &'static str,
     default: u64,
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<u64, TicketBuildError> {
-    let Some(v) = lookup(name).filter(|v| !v.trim().is_empty()) else {
-        return Ok(default);
-    };
-    match v.trim().parse::<u64>() {
-        Ok(n) if range.contains(&n) => Ok(n),
-        // The value is not echoed: settings may be mistyped secrets.
-        _ => Err(TicketBuildError::Settings(format!(
-            "setting {name} is not a whole number of seconds from {} to {}",
-            range.start(),
-            range.end()
-        ))),
+    let n = crate::env::number(lookup, name, default)
+        .map_err(|e| TicketBuildError::Settings(e.to_string()))?;
+    if range.contains(&n) {
+        return Ok(n);
     }
+    // The value is not echoed: settings may be mistyped secrets.
+    Err(TicketBuildError::Settings(format!(
+        "setting {name} is not a whole number of seconds from {} to {}",
+        range.start(),
+        range.end()
+    )))
 }
 
 impl TicketService {
