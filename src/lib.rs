@@ -5,6 +5,7 @@
 //! protocol; `functions` is the one registry of functions; each capability lives in its own
 //! module and owns its state (`XService::build` from its config slice and `deps::Deps`).
 
+pub mod analytics;
 pub mod cli;
 pub mod config;
 pub mod deps;

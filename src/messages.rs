@@ -1,4 +1,5 @@
-//! Messages the functions exchange through queues: the ticket request of DESIGN's contract.
+//! Messages the functions exchange through queues: the ticket request of DESIGN's contract and
+//! the loop request (`loop-requests`: one observed state of a ticket the bridge created).
 
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +113,115 @@ impl TicketRequest {
     }
 }
 
+/// The canonical ticket state both systems map onto (reference `close-the-loop.md` §8).
+/// "Reopened" is not a state a system reports: `LoopCloser` derives it from an `open` state
+/// that is newer than an applied `resolved`/`closed` one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TicketState {
+    Open,
+    Resolved,
+    Closed,
+    Canceled,
+}
+
+/// Where a loop request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoopSource {
+    /// A verified webhook (`TicketEvents`).
+    Event,
+    /// `TicketSync` found a transition whose event never arrived.
+    Sync,
+    /// `poison replay`.
+    Replay,
+}
+
+/// A message on `loop-requests`: the state a ticket system reported for a ticket the bridge
+/// created, already matched to its response through the ticket ledger. Producers:
+/// `TicketEvents`, `TicketSync`; consumer: `LoopCloser`, which applies it monotonically by
+/// [`LoopRequest::order_key`] (an older state never overwrites a newer one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoopRequest {
+    pub v: u32,
+    /// `zendesk` or `servicenow` (the `{system}` of the `TicketEvents` route).
+    pub system: String,
+    /// Zendesk ticket id / ServiceNow `sys_id`: the ledger's `ticket.id`.
+    pub ticket_id: String,
+    /// Zendesk: the id again; ServiceNow: `INC…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_number: Option<String>,
+    pub survey_id: String,
+    pub response_id: String,
+    /// The status as the system reported it, lower-cased (`solved`, ServiceNow's `6`).
+    pub status: String,
+    pub state: TicketState,
+    /// ServiceNow `close_code`; none for Zendesk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_code: Option<String>,
+    /// RFC 3339 (UTC): when the system says the change happened (Zendesk `detail.updated_at`,
+    /// ServiceNow `sys_updated_on`).
+    pub changed_at: String,
+    /// ServiceNow `sys_mod_count`: orders changes within one second; none for Zendesk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    pub source: LoopSource,
+    /// The system's event id (Zendesk envelope `id`; ServiceNow `sys_id:sys_mod_count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// RFC 3339: when the bridge received it.
+    pub received_at: String,
+    /// Set only when `LoopCloser` puts a request back after a transient failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+impl LoopRequest {
+    pub const VERSION: u32 = 1;
+
+    /// Parses and validates a message text.
+    pub fn parse(text: &str) -> Result<Self, InvalidRequest> {
+        let r: Self =
+            serde_json::from_str(text).map_err(|e| InvalidRequest::Shape(e.to_string()))?;
+        if r.v != Self::VERSION {
+            return Err(InvalidRequest::Version(r.v));
+        }
+        check_id("surveyId", &r.survey_id, "SV_", "survey")?;
+        check_id("responseId", &r.response_id, "R_", "response")?;
+        if !matches!(r.system.as_str(), "zendesk" | "servicenow") {
+            return Err(InvalidRequest::Shape(format!(
+                "system {:?} is not zendesk or servicenow",
+                r.system.chars().take(40).collect::<String>()
+            )));
+        }
+        if r.ticket_id.is_empty() || r.ticket_id.len() > 64 {
+            return Err(InvalidRequest::Shape(
+                "ticketId is empty or too long".into(),
+            ));
+        }
+        Ok(r)
+    }
+
+    /// The exact JSON text put on the queue.
+    pub fn to_text(&self) -> String {
+        // Every field is a string, number or enum: serialisation cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The order in which states apply: later `changedAt` wins, then higher `sequence`
+    /// (`None` sorts first). An unparseable `changedAt` sorts before every real time.
+    pub fn order_key(&self) -> (i128, u64) {
+        let at = time::OffsetDateTime::parse(
+            &self.changed_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map(|t| t.unix_timestamp_nanos())
+        .unwrap_or(i128::MIN);
+        (at, self.sequence.unwrap_or(0))
+    }
+}
+
 /// Qualtrics ids are a prefix and an alphanumeric tail (e.g. `SV_22VlHYNeldrrrkp`).
 pub fn is_qualtrics_id(value: &str, prefix: &str) -> bool {
     value.len() > prefix.len()
@@ -194,5 +304,22 @@ mod tests {
         ] {
             assert!(TicketRequest::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn loop_request_round_trips_and_orders_by_time_then_sequence() {
+        let text = r#"{"v":1,"system":"servicenow","ticketId":"c537bae64f411200adf9f8e18110c76e","ticketNumber":"INC0010002","surveyId":"SV_22VlHYNeldrrrkp","responseId":"R_1l9mcVuXubb4aGm","status":"6","state":"resolved","closeCode":"Solved (Permanently)","changedAt":"2026-01-05T10:38:50Z","sequence":7,"source":"event","eventId":"c537bae64f411200adf9f8e18110c76e:7","receivedAt":"2026-01-05T10:38:52Z"}"#;
+        let r = LoopRequest::parse(text).expect("valid");
+        assert_eq!(r.state, TicketState::Resolved);
+        assert_eq!(LoopRequest::parse(&r.to_text()).expect("round trip"), r);
+        let mut later = r.clone();
+        later.sequence = Some(8);
+        assert!(later.order_key() > r.order_key());
+        let mut bad = r.clone();
+        bad.system = "jira".into();
+        assert!(LoopRequest::parse(&bad.to_text()).is_err());
+        bad = r;
+        bad.response_id = "nope".into();
+        assert!(LoopRequest::parse(&bad.to_text()).is_err());
     }
 }
