@@ -5,4 +5,6 @@
 //! `rows` is the seam between the decoder (export row + definition → rows) and the table
 //! writer (rows → Parquet files → Delta log commits).
 
+pub mod decode;
+pub mod definition;
 pub mod rows;
