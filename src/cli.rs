@@ -799,7 +799,7 @@ fn check_json(settings: &HandlerSettings, bridge: &BridgeConfig) -> serde_json::
     })
 }
 
-const SECRETS: [SecretName; 7] = [
+const SECRETS: [SecretName; 11] = [
     SecretName::QualtricsApiToken,
     SecretName::QualtricsWebhookKey,
     SecretName::QualtricsWebhookKeyPrevious,
@@ -807,6 +807,10 @@ const SECRETS: [SecretName; 7] = [
     SecretName::ServicenowPassword,
     SecretName::ServicenowClientSecret,
     SecretName::ZendeskApiToken,
+    SecretName::ZendeskWebhookSecret,
+    SecretName::ZendeskWebhookSecretPrevious,
+    SecretName::ServicenowWebhookSecret,
+    SecretName::ServicenowWebhookSecretPrevious,
 ];
 
 /// Values that may carry a key are never printed as they are.

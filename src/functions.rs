@@ -3,6 +3,7 @@
 //! start-up's routing. Adding a function is a module with its `SPEC` and service, a variant
 //! here, its arm in each `match`, and its `functions/{Name}/function.json`.
 
+use crate::close_loop::{self, TicketEventsService};
 use crate::config::BridgeConfig;
 use crate::deps::Deps;
 use crate::env::SettingError;
@@ -17,13 +18,15 @@ pub enum Function {
     QualtricsWebhook,
     ExportPoller,
     TicketCreator,
+    TicketEvents,
 }
 
 impl Function {
-    pub const ALL: [Function; 3] = [
+    pub const ALL: [Function; 4] = [
         Function::QualtricsWebhook,
         Function::ExportPoller,
         Function::TicketCreator,
+        Function::TicketEvents,
     ];
 
     pub fn spec(self) -> &'static FunctionSpec {
@@ -31,6 +34,7 @@ impl Function {
             Function::QualtricsWebhook => &webhook::SPEC,
             Function::ExportPoller => &export::SPEC,
             Function::TicketCreator => &tickets::SPEC,
+            Function::TicketEvents => &close_loop::SPEC,
         }
     }
 
@@ -56,6 +60,7 @@ pub struct Functions {
     webhook: WebhookService,
     export: ExportService,
     tickets: TicketService,
+    ticket_events: TicketEventsService,
 }
 
 impl Functions {
@@ -86,10 +91,12 @@ impl Functions {
             .iter()
             .filter_map(|s| Some((s.id.as_str(), s.tickets.as_ref()?)));
         let tickets = TicketService::build(routes, &bridge.ticketing, deps)?;
+        let ticket_events = TicketEventsService::build(deps);
         Ok(Self {
             webhook,
             export,
             tickets,
+            ticket_events,
         })
     }
 
@@ -106,6 +113,7 @@ impl Functions {
             // on each call) as large.
             Function::ExportPoller => Box::pin(self.export.invoke(inv, envelope)).await,
             Function::TicketCreator => Box::pin(self.tickets.invoke(inv, envelope)).await,
+            Function::TicketEvents => Box::pin(self.ticket_events.invoke(inv, envelope)).await,
         }
     }
 }

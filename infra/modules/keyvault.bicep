@@ -45,7 +45,9 @@ resource vault 'Microsoft.KeyVault/vaults@2024-11-01' = {
 // The secrets the handler reads (DESIGN.md "Secrets"). Set each with
 //   az keyvault secret set --vault-name <vault> --name <secret> --file <file-with-value>
 // ServiceNow needs one of servicenow-password / servicenow-client-secret, matching the app setting
-// (SERVICENOW_USERNAME or SERVICENOW_CLIENT_ID). Unused ones may stay unset.
+// (SERVICENOW_USERNAME or SERVICENOW_CLIENT_ID). The webhook secrets sign ticket events sent to
+// TicketEvents (docs/close-loop.md); the -previous ones exist only during a rotation. Unused ones
+// may stay unset.
 var secretNames = [
   'qualtrics-api-token'
   'qualtrics-webhook-key'
@@ -54,6 +56,10 @@ var secretNames = [
   'servicenow-password'
   'servicenow-client-secret'
   'zendesk-api-token'
+  'zendesk-webhook-secret'
+  'zendesk-webhook-secret-previous'
+  'servicenow-webhook-secret'
+  'servicenow-webhook-secret-previous'
 ]
 
 output id string = vault.id

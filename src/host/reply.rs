@@ -29,6 +29,9 @@ pub struct HttpOutput {
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
+    /// `Retry-After` in seconds, for a 503 the caller should retry (Zendesk retries a 503
+    /// only when this header says under 60 s).
+    pub retry_after: Option<u16>,
 }
 
 impl HttpOutput {
@@ -38,7 +41,14 @@ impl HttpOutput {
             status,
             content_type: "application/json",
             body: body.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same reply with `Retry-After: secs`.
+    pub fn retry_after(mut self, secs: u16) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// `{"error": reason}` with the given status.
@@ -114,6 +124,11 @@ impl InvocationReply {
                     out.extend_from_slice(itoa::Buffer::new().format(h.status).as_bytes());
                     out.extend_from_slice(b"\",\"headers\":{\"Content-Type\":");
                     json::push_str(&mut out, h.content_type);
+                    if let Some(secs) = h.retry_after {
+                        out.extend_from_slice(b",\"Retry-After\":\"");
+                        out.extend_from_slice(itoa::Buffer::new().format(secs).as_bytes());
+                        out.push(b'"');
+                    }
                     out.extend_from_slice(b"},\"body\":");
                     json::push_str(&mut out, &h.body);
                     out.push(b'}');
@@ -164,6 +179,16 @@ mod tests {
                 "Logs": ["hmac mismatch"],
                 "ReturnValue": null
             })
+        );
+    }
+
+    #[test]
+    fn retry_after_travels_as_a_header() {
+        let r = InvocationReply::new().http("res", HttpOutput::error(503, "busy").retry_after(10));
+        let v: Value = serde_json::from_slice(&r.to_json()).unwrap();
+        assert_eq!(
+            v["Outputs"]["res"]["headers"],
+            serde_json::json!({"Content-Type": "application/json", "Retry-After": "10"})
         );
     }
 

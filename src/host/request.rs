@@ -212,8 +212,10 @@ pub struct HttpTrigger<'a> {
     pub url: Text<'a>,
     pub method: Text<'a>,
     pub query: Pairs<Text<'a>, Text<'a>>,
-    /// Each header's first value (`None` for an empty array).
-    headers: Pairs<Text<'a>, Option<Text<'a>>>,
+    /// Route parameters (`{system}` of `tickets/{system}/events`).
+    pub params: Pairs<Text<'a>, Text<'a>>,
+    /// Each header's first value (`None` for an empty array) and how many values it had.
+    headers: Pairs<Text<'a>, (Option<Text<'a>>, usize)>,
     /// Present only when the caller sent `Content-Length > 0`.
     body: Option<Text<'a>>,
 }
@@ -228,8 +230,8 @@ impl<'a> HttpTrigger<'a> {
             }
             Ok(())
         }
-        let (mut url, mut method, mut query, mut headers, mut body) =
-            (None, None, None, None, None);
+        let (mut url, mut method, mut query, mut params, mut headers, mut body) =
+            (None, None, None, None, None, None);
         r.object(|r, key| match &*key {
             "Url" => {
                 let v = Text(r.string()?);
@@ -246,6 +248,19 @@ impl<'a> HttpTrigger<'a> {
                     Ok(())
                 })?;
                 once(r, &mut query, Pairs(pairs))
+            }
+            "Params" => {
+                let mut pairs = Vec::new();
+                r.object(|r, name| {
+                    // The host writes route values as strings; anything else is no value.
+                    if r.peek_value() == Some(b'"') {
+                        pairs.push((Text(name), Text(r.string()?)));
+                        Ok(())
+                    } else {
+                        r.skip()
+                    }
+                })?;
+                once(r, &mut params, Pairs(pairs))
             }
             "Headers" => {
                 let mut pairs = Vec::new();
@@ -269,18 +284,21 @@ impl<'a> HttpTrigger<'a> {
             url: url.unwrap_or_default(),
             method: method.ok_or_else(|| r.error("missing field Method"))?,
             query: query.unwrap_or_default(),
+            params: params.unwrap_or_default(),
             headers: headers.unwrap_or_default(),
             body: body.flatten(),
         })
     }
 }
 
-/// The first value of a header. The host sends values as arrays (ASP.NET `StringValues`);
-/// a bare string is accepted too.
-fn header_value<'a>(r: &mut Reader<'a>) -> Result<Option<Text<'a>>, SyntaxError> {
+/// The first value of a header and the number of values. The host sends values as arrays
+/// (ASP.NET `StringValues`: a header sent twice has two); a bare string is accepted too.
+fn header_value<'a>(r: &mut Reader<'a>) -> Result<(Option<Text<'a>>, usize), SyntaxError> {
     let mut first = None;
+    let mut count = 0;
     match r.peek_value() {
         Some(b'[') => r.array(|r, i| {
+            count += 1;
             if i == 0 {
                 first = Some(Text(r.string()?));
                 Ok(())
@@ -288,9 +306,12 @@ fn header_value<'a>(r: &mut Reader<'a>) -> Result<Option<Text<'a>>, SyntaxError>
                 r.skip()
             }
         })?,
-        _ => first = Some(Text(r.string()?)),
+        _ => {
+            first = Some(Text(r.string()?));
+            count = 1;
+        }
     }
-    Ok(first)
+    Ok((first, count))
 }
 
 impl HttpTrigger<'_> {
@@ -300,7 +321,27 @@ impl HttpTrigger<'_> {
             .0
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| v.as_deref())
+            .and_then(|(_, (v, _))| v.as_deref())
+    }
+
+    /// How many values the request carried for a header, over every spelling of its name (a
+    /// signature header sent twice is ambiguous: which one would be authentic?).
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers
+            .0
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, (_, n))| n)
+            .sum()
+    }
+
+    /// A route parameter's value (case-insensitive name, as ASP.NET route data).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| &*v.0)
     }
 
     /// The media type of `Content-Type`, lower-cased, without parameters.
@@ -517,7 +558,7 @@ mod tests {
             .headers
             .0
             .iter()
-            .map(|(k, v)| (k.to_string(), v.as_deref().map(str::to_owned)))
+            .map(|(k, v)| (k.to_string(), v.0.as_deref().map(str::to_owned)))
             .collect();
         query.sort();
         headers.sort();

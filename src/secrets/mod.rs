@@ -27,6 +27,10 @@ pub enum SecretName {
     ServicenowPassword,
     ServicenowClientSecret,
     ZendeskApiToken,
+    ZendeskWebhookSecret,
+    ZendeskWebhookSecretPrevious,
+    ServicenowWebhookSecret,
+    ServicenowWebhookSecretPrevious,
 }
 
 impl SecretName {
@@ -40,6 +44,10 @@ impl SecretName {
             Self::ServicenowPassword => "servicenow-password",
             Self::ServicenowClientSecret => "servicenow-client-secret",
             Self::ZendeskApiToken => "zendesk-api-token",
+            Self::ZendeskWebhookSecret => "zendesk-webhook-secret",
+            Self::ZendeskWebhookSecretPrevious => "zendesk-webhook-secret-previous",
+            Self::ServicenowWebhookSecret => "servicenow-webhook-secret",
+            Self::ServicenowWebhookSecretPrevious => "servicenow-webhook-secret-previous",
         }
     }
 

@@ -207,15 +207,7 @@ impl TicketService {
                 tracing::warn!(survey_id = %id, setting, "survey raises tickets but the target system is not configured: its requests will be dead-lettered");
             }
         }
-        let container = deps.state_container.as_str();
-        let ledger = match deps.storage.as_ref().map(|s| s.blob_container(container)) {
-            Some(Ok(c)) => Some(Ledger::new(c, container)),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "no blob endpoint: the ticket ledger is unavailable");
-                None
-            }
-            None => None,
-        };
+        let ledger = Ledger::from_deps(deps);
         Ok(Self {
             mappings,
             servicenow,

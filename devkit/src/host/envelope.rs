@@ -68,6 +68,8 @@ pub struct IncomingHttp {
     pub query: Vec<(String, String)>,
     /// Headers in order, names as received.
     pub headers: Vec<(String, String)>,
+    /// Route values of a templated route (`{system}` of `tickets/{system}/events`).
+    pub params: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// The authlevel claim value (`Function`, `Admin`, or `Anonymous`).
     pub auth_level: &'static str,
@@ -211,7 +213,12 @@ pub fn http_envelope(function: &str, binding: &str, req: &IncomingHttp, now: &st
         "Method": req.method,
         "Query": Value::Object(query.clone()),
         "Headers": Value::Object(headers),
-        "Params": {},
+        "Params": Value::Object(
+            req.params
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect()
+        ),
         "Identities": [{
             "AuthenticationType": "WebJobsAuthLevel",
             "IsAuthenticated": true,
@@ -243,6 +250,10 @@ pub fn http_envelope(function: &str, binding: &str, req: &IncomingHttp, now: &st
         if !k.eq_ignore_ascii_case("code") {
             metadata.insert(k.clone(), host_scalar(v));
         }
+    }
+    // Route values are binding data too (encoded like query values).
+    for (k, v) in &req.params {
+        metadata.insert(k.clone(), host_scalar(&Value::String(v.clone())));
     }
     metadata.insert("Query".into(), Value::Object(query));
     metadata.insert("Headers".into(), Value::Object(header_strings));
@@ -324,6 +335,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            params: vec![],
             body: body.to_vec(),
             auth_level: "Function",
         }

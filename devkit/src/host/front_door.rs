@@ -34,6 +34,32 @@ fn key_from(headers: &HeaderMap, query: &[(String, String)]) -> Option<String> {
         })
 }
 
+/// Matches a route template against a request path, a segment at a time and ignoring case,
+/// as ASP.NET routing does: `{name}` (or `{name:constraint}`, the constraint unchecked) takes
+/// any one non-empty segment. The route values, or `None` when the path does not match.
+fn match_route(template: &str, path: &str) -> Option<Vec<(String, String)>> {
+    let (mut want, mut got) = (
+        template.trim_matches('/').split('/'),
+        path.trim_matches('/').split('/'),
+    );
+    let mut params = Vec::new();
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return Some(params),
+            (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') && !g.is_empty() => {
+                let name = w[1..w.len() - 1].split(':').next().unwrap_or_default();
+                let value = percent_encoding::percent_decode_str(g)
+                    .decode_utf8()
+                    .ok()?
+                    .into_owned();
+                params.push((name.to_string(), value));
+            }
+            (Some(w), Some(g)) if w.eq_ignore_ascii_case(g) => {}
+            _ => return None,
+        }
+    }
+}
+
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
@@ -77,16 +103,12 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let function = shared.app.functions.iter().find(|f| {
-        f.trigger().is_some_and(|t| {
-            t.kind == "httpTrigger"
-                && t.str("route")
-                    .unwrap_or(&f.name)
-                    .trim_matches('/')
-                    .eq_ignore_ascii_case(route)
-        })
+    let function = shared.app.functions.iter().find_map(|f| {
+        let t = f.trigger().filter(|t| t.kind == "httpTrigger")?;
+        let params = match_route(t.str("route").unwrap_or(&f.name), route)?;
+        Some((f, params))
     });
-    let Some(f) = function else {
+    let Some((f, params)) = function else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let Some(trigger) = f.trigger() else {
@@ -146,6 +168,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 .unwrap_or("/")
         ),
         query,
+        params,
         headers: parts
             .headers
             .iter()
@@ -179,5 +202,31 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         }
         // A failed JSON-mode invocation reaches the caller as 500 with an empty body.
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::match_route;
+
+    #[test]
+    fn templated_routes_match_one_segment_per_value() {
+        let t = "tickets/{system}/events";
+        assert_eq!(
+            match_route(t, "tickets/zendesk/events"),
+            Some(vec![("system".into(), "zendesk".into())])
+        );
+        assert_eq!(
+            match_route(t, "Tickets/Jira/Events/"),
+            Some(vec![("system".into(), "Jira".into())])
+        );
+        assert_eq!(match_route(t, "tickets//events"), None);
+        assert_eq!(match_route(t, "tickets/a/b/events"), None);
+        assert_eq!(match_route(t, "tickets/zendesk"), None);
+        assert_eq!(
+            match_route("qualtrics/events", "QUALTRICS/events"),
+            Some(vec![])
+        );
+        assert_eq!(match_route("qualtrics/events", "qualtrics/events/x"), None);
     }
 }
