@@ -69,6 +69,9 @@ pub enum Command {
     /// Manage the Qualtrics event subscriptions that deliver webhooks to this app.
     #[command(subcommand)]
     Subscriptions(SubscriptionsCommand),
+    /// Close the loop: set up the ticket systems that send their events to TicketEvents.
+    #[command(subcommand)]
+    Loop(LoopCommand),
     /// Export one survey now (a one-off backfill), through the timer's export code.
     #[command(long_about = EXPORT_HELP)]
     Export {
@@ -162,6 +165,26 @@ pub enum PoisonCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum LoopCommand {
+    /// Print the Zendesk webhook (events mode) or the ServiceNow business rule that sends ticket
+    /// status changes to this app; changes nothing, prints no key or secret.
+    Setup {
+        /// The ticket system to set up.
+        #[arg(value_enum)]
+        system: LoopSystem,
+        /// This app's base URL (https://<app>.azurewebsites.net), without key or path.
+        #[arg(long, value_name = "URL")]
+        url: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LoopSystem {
+    Zendesk,
+    Servicenow,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate bridge.toml and the settings; print the resolved plan with secrets masked.
     Check {
@@ -198,6 +221,21 @@ pub async fn run(cli: Cli) -> ExitCode {
             survey,
             since,
         } => export(&config, &survey, since.as_deref()).await,
+        Command::Loop(LoopCommand::Setup { system, url }) => loop_setup(system, &url),
+    }
+}
+
+fn loop_setup(system: LoopSystem, url: &str) -> ExitCode {
+    let system = match system {
+        LoopSystem::Zendesk => crate::close_loop::events::System::Zendesk,
+        LoopSystem::Servicenow => crate::close_loop::events::System::Servicenow,
+    };
+    match crate::loop_setup::instructions(url, system) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage("loop setup", e),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod functions;
 pub mod host;
 pub mod identity;
 pub mod json;
+pub mod loop_setup;
 pub mod messages;
 pub mod poison;
 pub mod progress;

@@ -21,7 +21,7 @@ const CAPABILITIES: &[&str] = &[
     "webhook",
 ];
 /// Operator commands' helpers: may use capabilities' pure types, never composition.
-const OPERATIONS: &[&str] = &["poison", "progress", "subscriptions"];
+const OPERATIONS: &[&str] = &["loop_setup", "poison", "progress", "subscriptions"];
 /// Shared clients and leaves every capability may use; they import no capability.
 const SHARED: &[&str] = &[
     "deps",
