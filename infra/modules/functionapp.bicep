@@ -56,8 +56,8 @@ resource plan 'Microsoft.Web/serverfarms@2024-11-01' = {
 
 resource site 'Microsoft.Web/sites@2024-11-01' = {
   // checkov:skip=CKV_AZURE_78: siteConfig.ftpsState is a deprecated Flex Consumption property (FTPS not supported on Flex); FTP and basic-auth publishing are disabled by the basicPublishingCredentialsPolicies ftp/scm resources below.
-  // checkov:skip=CKV_AZURE_222: The Qualtrics webhook (QualtricsWebhook) must be reachable from Qualtrics over the internet; callers are authenticated by the function key plus HMAC-SHA512 or the workflow header secret.
-  // checkov:skip=CKV_AZURE_17: Qualtrics cannot present client certificates; webhook requests are authenticated by HMAC-SHA512 over MSG (or the workflow header secret) and the function key.
+  // checkov:skip=CKV_AZURE_222: The Qualtrics webhook (QualtricsWebhook) and ticket events (TicketEvents) must be reachable from Qualtrics, Zendesk and ServiceNow over the internet; callers are authenticated by the function key plus HMAC-SHA512, HMAC-SHA256 or the workflow header secret.
+  // checkov:skip=CKV_AZURE_17: Qualtrics and Zendesk cannot present client certificates; requests are authenticated by the function key plus an HMAC (SHA-512 over MSG, SHA-256 over timestamp and body for ticket events) or the workflow header secret.
   // checkov:skip=CKV_AZURE_212: Not applicable to Flex Consumption: numberOfWorkers is an App Service plan setting; Flex scales per function through functionAppConfig.scaleAndConcurrency.
   // checkov:skip=CKV_AZURE_16: False positive: a managed identity is always enabled; identity.type is the identityType parameter (@allowed SystemAssigned or UserAssigned), which checkov cannot evaluate.
   // checkov:skip=CKV_AZURE_213: App Service health check is an instance-pool feature not documented for Flex Consumption; readiness is the handler's GET / probe used by the Functions host.
