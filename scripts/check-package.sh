@@ -96,7 +96,7 @@ if exe is not None and (not isinstance(exe, str) or "/" in exe or exe in ("", ".
     exe = None
 
 functions = sorted(p.parent.name for p in functions_src.glob("*/function.json"))
-for name in ("QualtricsWebhook", "ExportPoller", "TicketCreator"):
+for name in ("QualtricsWebhook", "ExportPoller", "TicketCreator", "TicketEvents"):
     if name not in functions:
         bad(f"{functions_src}/{name}/function.json is missing (DESIGN.md function)")
 
