@@ -435,6 +435,31 @@ mod tests {
     }
 
     #[test]
+    fn route_params_and_header_value_counts() {
+        let b = body(json!({
+            "Data": {"req": {
+                "Method": "POST",
+                "Params": {"system": "zendesk", "odd": 5},
+                "Headers": {"X-Sig": ["a", "b"], "x-sig": ["c"], "X-Ts": ["1"], "X-Bare": "v", "X-None": []}
+            }},
+            "Metadata": {}
+        }));
+        let req = env(&b).http("req").unwrap();
+        assert_eq!(req.param("SYSTEM"), Some("zendesk"));
+        assert_eq!(req.param("odd"), None);
+        assert_eq!(req.header("x-sig"), Some("a"));
+        // Every value under every spelling of the name counts.
+        assert_eq!(req.header_count("X-SIG"), 3);
+        assert_eq!(req.header_count("x-ts"), 1);
+        assert_eq!(req.header_count("x-bare"), 1);
+        assert_eq!(
+            (req.header("x-none"), req.header_count("x-none")),
+            (None, 0)
+        );
+        assert_eq!(req.header_count("x-absent"), 0);
+    }
+
+    #[test]
     fn queue_text_is_double_decoded_and_metadata_unquoted() {
         // The captured host shape (reference §2.4).
         let b = body(json!({
