@@ -34,7 +34,7 @@ impl Function {
             Function::QualtricsWebhook => &webhook::SPEC,
             Function::ExportPoller => &export::SPEC,
             Function::TicketCreator => &tickets::SPEC,
-            Function::TicketEvents => &close_loop::SPEC,
+            Function::TicketEvents => &close_loop::intake::SPEC,
         }
     }
 
