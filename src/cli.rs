@@ -724,6 +724,8 @@ fn check_text(settings: &HandlerSettings, bridge: &BridgeConfig) -> String {
         };
         let export = if s.export { "on" } else { "off" };
         let _ = writeln!(t, "  {}: export {export}, {tickets}{unsigned}", s.id);
+        let analytics = s.analytics.clone().unwrap_or_default();
+        let _ = writeln!(t, "    analytics: {}", analytics.describe());
     }
     let _ = writeln!(t, "settings:");
     for spec in KNOWN_SETTINGS {
@@ -763,6 +765,7 @@ fn check_json(settings: &HandlerSettings, bridge: &BridgeConfig) -> serde_json::
                     "when": t.when_text(),
                 })),
                 "allowUnsigned": s.allow_unsigned,
+                "analytics": s.analytics.clone().unwrap_or_default().json(),
             })
         })
         .collect();
@@ -799,7 +802,7 @@ fn check_json(settings: &HandlerSettings, bridge: &BridgeConfig) -> serde_json::
     })
 }
 
-const SECRETS: [SecretName; 7] = [
+const SECRETS: [SecretName; 8] = [
     SecretName::QualtricsApiToken,
     SecretName::QualtricsWebhookKey,
     SecretName::QualtricsWebhookKeyPrevious,
@@ -807,6 +810,7 @@ const SECRETS: [SecretName; 7] = [
     SecretName::ServicenowPassword,
     SecretName::ServicenowClientSecret,
     SecretName::ZendeskApiToken,
+    SecretName::AnalyticsHashKey,
 ];
 
 /// Values that may carry a key are never printed as they are.

@@ -27,6 +27,8 @@ pub enum SecretName {
     ServicenowPassword,
     ServicenowClientSecret,
     ZendeskApiToken,
+    /// The key of the analytics layer's identity hashes (`analytics::privacy::identity_hash`).
+    AnalyticsHashKey,
 }
 
 impl SecretName {
@@ -40,6 +42,7 @@ impl SecretName {
             Self::ServicenowPassword => "servicenow-password",
             Self::ServicenowClientSecret => "servicenow-client-secret",
             Self::ZendeskApiToken => "zendesk-api-token",
+            Self::AnalyticsHashKey => "analytics-hash-key",
         }
     }
 
