@@ -54,6 +54,7 @@ var secretNames = [
   'servicenow-password'
   'servicenow-client-secret'
   'zendesk-api-token'
+  'analytics-hash-key'
 ]
 
 output id string = vault.id
