@@ -138,6 +138,14 @@ async fn definition_snapshots_round_trip_through_the_store() {
         .await
         .expect("fake qualtrics");
     fake.add_dataset(&data);
+    // Exports serve the dataset's rows byte for byte, in order.
+    let served: Vec<(String, String)> = fake.served(&data.survey_id);
+    let want: Vec<(String, String)> = data
+        .responses
+        .iter()
+        .map(|r| (r.id.clone(), r.text.clone()))
+        .collect();
+    assert_eq!(served, want);
     let azurite = Azurite::start().await.expect("azurite");
     let storage = common::storage_of(&azurite);
     let container = storage.blob_container("bridge-state").expect("container");

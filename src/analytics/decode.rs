@@ -289,7 +289,7 @@ impl Cells<'_> {
             Form::ChoiceText(_) => "choice_text",
             _ => field,
         };
-        let value = value.filter(|v| !is_empty(v));
+        let value = value.filter(|v| !crate::json::is_blank(v));
         let pieces: Vec<(Option<i32>, Option<&Value>, Option<&str>)> = match value {
             Some(Value::Array(items)) => items
                 .iter()
@@ -481,15 +481,6 @@ pub(crate) fn is_metadata(key: &str) -> bool {
 /// A key the decoder reads as a question's (`[loop_]QIDn…`).
 pub(crate) fn is_question_key(key: &str) -> bool {
     split_key(key).is_some()
-}
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        _ => false,
-    }
 }
 
 fn int(v: &Value) -> Option<i64> {
