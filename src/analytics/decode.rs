@@ -814,6 +814,42 @@ mod tests {
         assert_eq!(h, hex);
     }
 
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| json!(i)),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop::collection::vec(inner, 0..4).prop_map(Value::Array)
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever keys and values a row holds, decoding never panics, and every key of
+        /// the row that looks like a question's is in the cells (nothing dropped).
+        #[test]
+        fn arbitrary_rows_never_panic_and_keep_every_question_key(
+            values in proptest::collection::btree_map(
+                "([0-9]_)?QID(3|7|18|30|49|50|69|80|404)(_[0-9a-zA-Z]{1,3})?(_TEXT|_NPS_GROUP|_TEXT_x(Sentiment|Topics))?|[A-Za-z]{1,6}",
+                arb_value(),
+                0..12,
+            ),
+            labels in proptest::collection::btree_map("QID(3|7|49)(_[0-9])?", arb_value(), 0..4),
+        ) {
+            let values: Map<String, Value> = values.into_iter().collect();
+            let labels: Map<String, Value> = labels.into_iter().collect();
+            let raw = line(Value::Object(values.clone()), Value::Object(labels), &["QID5", "QID49_1"]);
+            let d = decode(&raw, &CTX, &definitions(), &policy()).expect("a row with the required fields");
+            for key in values.keys().filter(|k| split_key(k).is_some()) {
+                proptest::prop_assert!(d.cells.iter().any(|c| &c.export_key == key), "{} dropped", key);
+            }
+        }
+    }
+
     #[test]
     fn splits_keys_by_the_export_grammar() {
         assert_eq!(split_key("QID3"), Some((None, "QID3", "")));
