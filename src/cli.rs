@@ -762,6 +762,8 @@ fn check_text(settings: &HandlerSettings, bridge: &BridgeConfig) -> String {
         };
         let export = if s.export { "on" } else { "off" };
         let _ = writeln!(t, "  {}: export {export}, {tickets}{unsigned}", s.id);
+        let analytics = s.analytics.clone().unwrap_or_default();
+        let _ = writeln!(t, "    analytics: {}", analytics.describe());
     }
     let _ = writeln!(t, "settings:");
     for spec in KNOWN_SETTINGS {
@@ -801,6 +803,7 @@ fn check_json(settings: &HandlerSettings, bridge: &BridgeConfig) -> serde_json::
                     "when": t.when_text(),
                 })),
                 "allowUnsigned": s.allow_unsigned,
+                "analytics": s.analytics.clone().unwrap_or_default().json(),
             })
         })
         .collect();
@@ -837,7 +840,7 @@ fn check_json(settings: &HandlerSettings, bridge: &BridgeConfig) -> serde_json::
     })
 }
 
-const SECRETS: [SecretName; 11] = [
+const SECRETS: &[SecretName] = &[
     SecretName::QualtricsApiToken,
     SecretName::QualtricsWebhookKey,
     SecretName::QualtricsWebhookKeyPrevious,
@@ -849,6 +852,7 @@ const SECRETS: [SecretName; 11] = [
     SecretName::ZendeskWebhookSecretPrevious,
     SecretName::ServicenowWebhookSecret,
     SecretName::ServicenowWebhookSecretPrevious,
+    SecretName::AnalyticsHashKey,
 ];
 
 /// Values that may carry a key are never printed as they are.

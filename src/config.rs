@@ -186,6 +186,7 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
     },
 ];
 
+use crate::analytics::privacy::AnalyticsConfig;
 use crate::env::setting;
 use crate::tickets::{mapping::Mapping, TicketRoute, TicketingLimits};
 use serde::Deserialize;
@@ -269,6 +270,9 @@ pub struct SurveyConfig {
     /// Accept unsigned flat-form webhooks for this survey (logged as unauthenticated).
     #[serde(default)]
     pub allow_unsigned: bool,
+    /// What reaches the analytics tables; absent: no identity, no embedded data, free text.
+    #[serde(default)]
+    pub analytics: Option<AnalyticsConfig>,
 }
 
 /// `bridge.toml`: which surveys are exported and which raise tickets.
@@ -332,6 +336,16 @@ impl BridgeConfig {
             if cfg.surveys[..i].iter().any(|o| o.id == s.id) {
                 return Err(format!("surveys[{i}].id: {} is listed twice", s.id));
             }
+            if let Some(a) = &s.analytics {
+                a.check().map_err(|e| {
+                    let line = e
+                        .span
+                        .as_ref()
+                        .map(|sp| format!("line {}, ", line_of(text, sp.start)))
+                        .unwrap_or_default();
+                    format!("{line}surveys[{i}].analytics.{}: {}", e.field, e.message)
+                })?;
+            }
             if let Some(route) = &s.tickets {
                 Mapping::compile(route).map_err(|e| {
                     let line = e
@@ -382,5 +396,18 @@ mod tests {
         assert!(err.contains("line 4") && err.contains("jira"), "{err}");
         let err = BridgeConfig::parse("[[surveys]]\nid = \"R_1\"\n").unwrap_err();
         assert!(err.contains("surveys[0].id"), "{err}");
+        let err = BridgeConfig::parse(
+            "[[surveys]]\nid = \"SV_1\"\n[surveys.analytics]\nidentity = [\"ipAddress\"]\nembedded = [\"Team\",\n  \"recipientEmail\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("line 6") && err.contains("surveys[0].analytics.embedded[1]"),
+            "{err}"
+        );
+        let err = BridgeConfig::parse(
+            "[[surveys]]\nid = \"SV_1\"\n[surveys.analytics]\nidentity = [\"email\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("line 4") && err.contains("identity"), "{err}");
     }
 }

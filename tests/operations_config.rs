@@ -34,6 +34,15 @@ fn prints_the_plan_and_masks_secrets() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("SV_22VlHYNeldrrrkp: export on"), "{out}");
+    // Each survey's analytics policy: the sample's analytics survey allow-lists two keys.
+    assert!(
+        out.contains("analytics: no identity fields; embedded data Store, Region; free text kept"),
+        "{out}"
+    );
+    assert!(
+        out.contains("analytics-hash-key (ANALYTICS_HASH_KEY) missing"),
+        "{out}"
+    );
     assert!(
         out.contains("connection string for account devstoreaccount1 (key masked)"),
         "{out}"
@@ -71,6 +80,10 @@ fn each_kind_of_error_names_file_line_and_field() {
         (
             "[[surveys]]\nid = \"SV_1\"\n[[surveys]]\nid = \"SV_1\"\n",
             &["surveys[1].id", "twice"],
+        ),
+        (
+            "[[surveys]]\nid = \"SV_1\"\n[surveys.analytics]\nembedded = [\"ipAddress\"]\n",
+            &["line 4", "surveys[0].analytics.embedded[0]", "identity"],
         ),
     ] {
         let path = dir.path().join("bridge.toml");

@@ -272,6 +272,17 @@ struct Sandbox {
 const SANDBOX_SURVEY: &str = "SV_22VlHYNeldrrrkp";
 /// How many completed responses the sandbox offers for `devkit publish`.
 const SANDBOX_RESPONSES: usize = 3;
+/// The analytics dataset: responses over the last `SANDBOX_ANALYTICS_DAYS` days.
+const SANDBOX_ANALYTICS_RESPONSES: usize = 3000;
+const SANDBOX_ANALYTICS_DAYS: u32 = 120;
+
+/// The dataset ends a day before now (so a first export takes all of it), and starts at a
+/// whole UTC day, so one seed gives one dataset per day of running.
+fn sandbox_data_start_ms() -> i64 {
+    const DAY: i64 = 86_400_000;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    (now / DAY - i64::from(SANDBOX_ANALYTICS_DAYS) - 1) * DAY
+}
 
 impl Sandbox {
     async fn start_if_unconfigured(settings: &mut Settings) -> anyhow::Result<Option<Self>> {
@@ -295,6 +306,15 @@ impl Sandbox {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let qualtrics = devkit::fakes::qualtrics::FakeQualtrics::start(&token).await?;
         let servicenow = devkit::fakes::servicenow::FakeServiceNow::start().await?;
+        // The analytics survey: a definition and a few months of responses to build tables from.
+        let dataset = devkit::fakes::sandbox_data::generate(
+            devkit::fakes::sandbox_data::SANDBOX_ANALYTICS_SURVEY,
+            devkit::fakes::sandbox_data::SANDBOX_SEED,
+            SANDBOX_ANALYTICS_RESPONSES,
+            sandbox_data_start_ms(),
+            SANDBOX_ANALYTICS_DAYS,
+        );
+        qualtrics.add_dataset(&dataset);
         let mut responses = qualtrics.add_responses(SANDBOX_SURVEY, 1 + SANDBOX_RESPONSES);
         let demo_response = responses.remove(0);
         for (k, v) in [

@@ -60,6 +60,7 @@ var secretNames = [
   'zendesk-webhook-secret-previous'
   'servicenow-webhook-secret'
   'servicenow-webhook-secret-previous'
+  'analytics-hash-key'
 ]
 
 output id string = vault.id

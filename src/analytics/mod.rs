@@ -7,4 +7,6 @@
 
 pub mod decode;
 pub mod definition;
+pub mod privacy;
 pub mod rows;
+pub mod store;

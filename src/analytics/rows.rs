@@ -80,6 +80,10 @@ pub struct SurveyResponseRow {
     pub ip_address_hash: Option<String>,
     pub recipient_email_hash: Option<String>,
     pub external_reference_hash: Option<String>,
+    pub recipient_first_name_hash: Option<String>,
+    pub recipient_last_name_hash: Option<String>,
+    pub location_latitude_hash: Option<String>,
+    pub location_longitude_hash: Option<String>,
 }
 
 /// `response_embedded_data`: allow-listed embedded data only.

@@ -10,6 +10,17 @@ use crate::swar;
 
 pub use reader::{Reader, SyntaxError};
 
+/// A value that carries no answer: `null`, `""` or `[]` (Qualtrics exports all three for a
+/// question left blank). Shared by the ticket rules' presence test and the analytics decoder.
+pub fn is_blank(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::String(s) => s.is_empty(),
+        serde_json::Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
 /// Appends `s` as a JSON string literal, quotes included.
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');

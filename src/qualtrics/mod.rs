@@ -5,6 +5,8 @@
 //! 429 handling (`Retry-After` when present, adaptive otherwise) through one [`Throttle`]
 //! shared by every call of the process and one [`CallBudget`] shared by a run.
 
+mod definitions;
+
 use crate::env::Lookup;
 use crate::secrets::{SecretName, SecretsProvider};
 use serde::{Deserialize, Serialize};

@@ -31,6 +31,8 @@ pub enum SecretName {
     ZendeskWebhookSecretPrevious,
     ServicenowWebhookSecret,
     ServicenowWebhookSecretPrevious,
+    /// The key of the analytics layer's identity hashes (`analytics::privacy::identity_hash`).
+    AnalyticsHashKey,
 }
 
 impl SecretName {
@@ -48,6 +50,7 @@ impl SecretName {
             Self::ZendeskWebhookSecretPrevious => "zendesk-webhook-secret-previous",
             Self::ServicenowWebhookSecret => "servicenow-webhook-secret",
             Self::ServicenowWebhookSecretPrevious => "servicenow-webhook-secret-previous",
+            Self::AnalyticsHashKey => "analytics-hash-key",
         }
     }
 

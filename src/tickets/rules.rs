@@ -416,7 +416,7 @@ impl Rule {
             Rule::Or(parts) => parts.iter().any(|p| p.matches(r)),
             Rule::And(parts) => parts.iter().all(|p| p.matches(r)),
             Rule::Not(inner) => !inner.matches(r),
-            Rule::Present(p) => r.resolve(p).is_some_and(|v| !is_empty(&v)),
+            Rule::Present(p) => r.resolve(p).is_some_and(|v| !crate::json::is_blank(&v)),
             Rule::Cmp(a, op, b) => {
                 let (Some(a), Some(b)) = (operand(a, r), operand(b, r)) else {
                     return false;
@@ -431,15 +431,6 @@ fn operand(o: &Operand, r: &ResponseView) -> Option<Value> {
     match o {
         Operand::Lit(v) => Some(v.clone()),
         Operand::Path(p) => r.resolve(p).filter(|v| !v.is_null()),
-    }
-}
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        _ => false,
     }
 }
 

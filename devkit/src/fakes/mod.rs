@@ -5,6 +5,7 @@
 pub mod identity;
 pub mod keyvault;
 pub mod qualtrics;
+pub mod sandbox_data;
 pub mod servicenow;
 pub mod ticketing;
 pub mod tls;

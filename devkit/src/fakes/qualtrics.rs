@@ -39,6 +39,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[path = "qualtrics_definitions.rs"]
+mod definitions;
+
 /// One recorded call.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -53,6 +56,8 @@ struct Stored {
     seq: u64,
     recorded_ms: i64,
     id: String,
+    /// The exact row text, for responses added from a dataset (`add_dataset`).
+    text: Option<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -115,6 +120,8 @@ struct Inner {
     next_subscription: u64,
     subscription_page_size: usize,
     surveys: HashMap<String, Survey>,
+    /// `GET /survey-definitions/{id}` results (`set_definition`).
+    definitions: HashMap<String, Value>,
     jobs: HashMap<String, Job>,
     next_job: u64,
     polls_needed: u32,
@@ -193,9 +200,13 @@ pub fn synthetic_response(seq: u64, recorded_ms: i64, bytes: usize) -> String {
     s
 }
 
-/// The JSON object of a response added with `add_responses`.
+/// The JSON object of a response added with `add_responses` or `add_dataset`.
 fn live_response(r: &Stored) -> String {
-    synthetic_response(r.seq, r.recorded_ms, 600).replace(&format!("R_syn{:012}", r.seq), &r.id)
+    match &r.text {
+        Some(t) => t.to_string(),
+        None => synthetic_response(r.seq, r.recorded_ms, 600)
+            .replace(&format!("R_syn{:012}", r.seq), &r.id),
+    }
 }
 
 fn envelope_error(status: StatusCode, message: &str) -> Response {
@@ -245,6 +256,7 @@ impl FakeQualtrics {
             next_subscription: 1,
             subscription_page_size: 100,
             surveys: HashMap::new(),
+            definitions: HashMap::new(),
             jobs: HashMap::new(),
             next_job: 1,
             polls_needed: 3,
@@ -263,6 +275,10 @@ impl FakeQualtrics {
                 get(file),
             )
             .route("/API/v3/surveys/{sid}/responses/{rid}", get(one_response))
+            .route(
+                "/API/v3/survey-definitions/{sid}",
+                get(definitions::get_definition),
+            )
             .route(
                 "/API/v3/eventsubscriptions",
                 get(list_subscriptions).post(create_subscription),
@@ -298,6 +314,7 @@ impl FakeQualtrics {
                         seq,
                         recorded_ms: now_ms(),
                         id: id.clone(),
+                        text: None,
                     });
                     id
                 })
