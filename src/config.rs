@@ -129,9 +129,24 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
         meaning: "a ticket request still failing transiently this long after its first failure is dead-lettered with the reason",
     },
     SettingSpec {
+        name: "LOOP_RETRY_MAX_DELAY_SECONDS",
+        source: SettingSource::Default("300"),
+        meaning: "ceiling of the backoff before a re-enqueued loop request comes back (a longer Qualtrics Retry-After is still followed)",
+    },
+    SettingSpec {
+        name: "LOOP_RETRY_WINDOW_SECONDS",
+        source: SettingSource::Default("259200"),
+        meaning: "a loop request still failing transiently this long after its first failure is dead-lettered with the reason",
+    },
+    SettingSpec {
+        name: "LOOP_CALL_TIMEOUT_SECONDS",
+        source: SettingSource::Default("30"),
+        meaning: "LoopCloser's limit on each Qualtrics call (1-120 s); a distribution whose answer does not come in time is recorded as ambiguous, never resent",
+    },
+    SettingSpec {
         name: "BRIDGE_TEST_CRASH_AT",
         source: SettingSource::Optional,
-        meaning: "test-only fault hook: abort the handler once at a named export point (docs/export.md); never set in Azure",
+        meaning: "test-only fault hook: abort the handler once at a named export or loop point (docs/export.md, docs/loop-closer.md); never set in Azure",
     },
     SettingSpec {
         name: "SERVICENOW_INSTANCE_URL",
@@ -186,6 +201,7 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
     },
 ];
 
+use crate::close_loop::LoopConfig;
 use crate::env::setting;
 use crate::tickets::{mapping::Mapping, TicketRoute, TicketingLimits};
 use serde::Deserialize;
@@ -269,6 +285,9 @@ pub struct SurveyConfig {
     /// Accept unsigned flat-form webhooks for this survey (logged as unauthenticated).
     #[serde(default)]
     pub allow_unsigned: bool,
+    /// `[surveys.loop]`: what `LoopCloser` does with this survey's tickets' states.
+    #[serde(default, rename = "loop")]
+    pub close_loop: Option<toml::Spanned<LoopConfig>>,
 }
 
 /// `bridge.toml`: which surveys are exported and which raise tickets.
@@ -344,6 +363,14 @@ impl BridgeConfig {
                         .map(|c| format!("column {c}: "))
                         .unwrap_or_default();
                     format!("{line}surveys[{i}].tickets.{}: {col}{}", e.field, e.message)
+                })?;
+            }
+            if let Some(lc) = &s.close_loop {
+                lc.get_ref().check().map_err(|e| {
+                    format!(
+                        "line {}, surveys[{i}].loop.{e}",
+                        line_of(text, lc.span().start)
+                    )
                 })?;
             }
         }

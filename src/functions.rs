@@ -3,6 +3,7 @@
 //! start-up's routing. Adding a function is a module with its `SPEC` and service, a variant
 //! here, its arm in each `match`, and its `functions/{Name}/function.json`.
 
+use crate::close_loop::{self, LoopBuildError, LoopService};
 use crate::config::BridgeConfig;
 use crate::deps::Deps;
 use crate::env::SettingError;
@@ -17,13 +18,15 @@ pub enum Function {
     QualtricsWebhook,
     ExportPoller,
     TicketCreator,
+    LoopCloser,
 }
 
 impl Function {
-    pub const ALL: [Function; 3] = [
+    pub const ALL: [Function; 4] = [
         Function::QualtricsWebhook,
         Function::ExportPoller,
         Function::TicketCreator,
+        Function::LoopCloser,
     ];
 
     pub fn spec(self) -> &'static FunctionSpec {
@@ -31,6 +34,7 @@ impl Function {
             Function::QualtricsWebhook => &webhook::SPEC,
             Function::ExportPoller => &export::SPEC,
             Function::TicketCreator => &tickets::SPEC,
+            Function::LoopCloser => &close_loop::SPEC,
         }
     }
 
@@ -47,6 +51,8 @@ pub enum BuildError {
     Tickets(#[from] TicketBuildError),
     #[error(transparent)]
     Export(#[from] SettingError),
+    #[error(transparent)]
+    Loop(#[from] LoopBuildError),
 }
 
 /// Every capability's state, built once at start-up from its slice of `bridge.toml` and the
@@ -56,6 +62,7 @@ pub struct Functions {
     webhook: WebhookService,
     export: ExportService,
     tickets: TicketService,
+    close_loop: LoopService,
 }
 
 impl Functions {
@@ -86,10 +93,15 @@ impl Functions {
             .iter()
             .filter_map(|s| Some((s.id.as_str(), s.tickets.as_ref()?)));
         let tickets = TicketService::build(routes, &bridge.ticketing, deps)?;
+        let loops = surveys
+            .iter()
+            .filter_map(|s| Some((s.id.as_str(), s.close_loop.as_ref()?.get_ref())));
+        let close_loop = LoopService::build(loops, deps)?;
         Ok(Self {
             webhook,
             export,
             tickets,
+            close_loop,
         })
     }
 
@@ -106,6 +118,7 @@ impl Functions {
             // on each call) as large.
             Function::ExportPoller => Box::pin(self.export.invoke(inv, envelope)).await,
             Function::TicketCreator => Box::pin(self.tickets.invoke(inv, envelope)).await,
+            Function::LoopCloser => Box::pin(self.close_loop.invoke(inv, envelope)).await,
         }
     }
 }
