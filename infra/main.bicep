@@ -121,6 +121,8 @@ var exportContainerName = 'qualtrics-exports'
 var stateContainerName = 'bridge-state'
 var ticketQueueName = 'ticket-requests'
 var poisonQueueName = 'ticket-requests-poison'
+var loopQueueName = 'loop-requests'
+var loopPoisonQueueName = 'loop-requests-poison'
 var deploymentContainerName = 'app-package'
 
 // ---- names --------------------------------------------------------------------------------
@@ -172,6 +174,8 @@ module storage 'modules/storage.bicep' = {
     stateContainerName: stateContainerName
     ticketQueueName: ticketQueueName
     poisonQueueName: poisonQueueName
+    loopQueueName: loopQueueName
+    loopPoisonQueueName: loopPoisonQueueName
     exportRetentionDays: exportRetentionDays
     exportCoolAfterDays: exportCoolAfterDays
   }
@@ -309,6 +313,8 @@ module roles 'modules/roles.bicep' = {
     appInsightsName: monitoring.outputs.appInsightsName
     ticketQueueName: storage.outputs.ticketQueueName
     poisonQueueName: storage.outputs.poisonQueueName
+    loopQueueName: storage.outputs.loopQueueName
+    loopPoisonQueueName: storage.outputs.loopPoisonQueueName
   }
 }
 

@@ -13,6 +13,8 @@ param keyVaultName string
 param appInsightsName string
 param ticketQueueName string
 param poisonQueueName string
+param loopQueueName string
+param loopPoisonQueueName string
 
 @description('Grant Storage Table Data Contributor for host diagnostic events (recommended by the Functions docs).')
 param grantTableDataContributor bool = true
@@ -49,6 +51,16 @@ resource ticketQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
 resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
   parent: queueService
   name: poisonQueueName
+}
+
+resource loopQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
+  parent: queueService
+  name: loopQueueName
+}
+
+resource loopPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
+  parent: queueService
+  name: loopPoisonQueueName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2024-11-01' existing = {
@@ -109,6 +121,29 @@ resource appPoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
     description: 'qualtrics-bridge: deadletter output and host poison handling'
+  }
+}
+
+// LoopCloser: its trigger (and its own re-enqueue after a transient failure) and its deadletter.
+resource appLoopQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(loopQueue.id, appPrincipalId, roles.storageQueueDataContributor)
+  scope: loopQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'qualtrics-bridge: LoopCloser trigger and loop-requests re-enqueue'
+  }
+}
+
+resource appLoopPoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(loopPoisonQueue.id, appPrincipalId, roles.storageQueueDataContributor)
+  scope: loopPoisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'qualtrics-bridge: LoopCloser deadletter output and host poison handling'
   }
 }
 
@@ -181,6 +216,29 @@ resource opsTicketSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
     principalId: operatorGroupObjectId
     principalType: 'Group'
     description: 'qualtrics-bridge operators: re-enqueue replayed ticket requests'
+  }
+}
+
+// The same replay rights on the loop queues.
+resource opsLoopPoisonProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (hasOperators) {
+  name: guid(loopPoisonQueue.id, operatorGroupObjectId, roles.storageQueueDataMessageProcessor)
+  scope: loopPoisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageProcessor)
+    principalId: operatorGroupObjectId
+    principalType: 'Group'
+    description: 'qualtrics-bridge operators: read and remove loop poison messages (replay)'
+  }
+}
+
+resource opsLoopSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (hasOperators) {
+  name: guid(loopQueue.id, operatorGroupObjectId, roles.storageQueueDataMessageSender)
+  scope: loopQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
+    principalId: operatorGroupObjectId
+    principalType: 'Group'
+    description: 'qualtrics-bridge operators: re-enqueue replayed loop requests'
   }
 }
 
