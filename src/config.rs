@@ -409,5 +409,28 @@ mod tests {
         assert!(err.contains("line 4") && err.contains("jira"), "{err}");
         let err = BridgeConfig::parse("[[surveys]]\nid = \"R_1\"\n").unwrap_err();
         assert!(err.contains("surveys[0].id"), "{err}");
+        let lp = "[[surveys]]\nid = \"SV_1\"\n[surveys.loop]\n";
+        let cfg = BridgeConfig::parse(lp).unwrap();
+        assert!(
+            cfg.surveys[0]
+                .close_loop
+                .as_ref()
+                .unwrap()
+                .get_ref()
+                .write_back
+        );
+        let err = BridgeConfig::parse(&format!(
+            "{lp}write_back = true\nfields = {{ state = 3 }}\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("line 5") && err.contains("state"), "{err}");
+        let err = BridgeConfig::parse(&format!(
+            "{lp}fields = {{ state = \"X\", system = \"X\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("line 3, surveys[0].loop.fields") && err.contains("used twice"),
+            "{err}"
+        );
     }
 }

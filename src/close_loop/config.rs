@@ -298,6 +298,47 @@ impl JsonEvent {
 }
 
 impl LoopConfig {
+    /// One line for `config check`: what `LoopCloser` will do.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.write_back {
+            let names: Vec<&str> = self.fields.all().iter().map(|n| n.as_str()).collect();
+            parts.push(format!("write-back {}", names.join(",")));
+        } else {
+            parts.push("no write-back".into());
+        }
+        match &self.followup {
+            Some(f) => {
+                let on = match f.on {
+                    FollowUpOn::Resolved => "resolved",
+                    FollowUpOn::Closed => "closed",
+                };
+                let mut s = format!(
+                    "follow-up {} via {}/{} on {on}",
+                    f.survey.as_str(),
+                    f.directory.as_str(),
+                    f.mailing_list.as_str()
+                );
+                if let Some(codes) = &f.close_codes {
+                    s.push_str(&format!(" if close code in {codes:?}"));
+                }
+                if let Some(h) = f.skip_if_reopened_within_hours {
+                    s.push_str(&format!(", not if reopened within {h}h"));
+                }
+                parts.push(s);
+            }
+            None => parts.push("no follow-up".into()),
+        }
+        if let Some(j) = &self.json_event {
+            let on: Vec<String> =
+                j.on.iter()
+                    .map(|s| format!("{s:?}").to_lowercase())
+                    .collect();
+            parts.push(format!("JSON event on {}", on.join(",")));
+        }
+        parts.join("; ")
+    }
+
     /// Checks what parsing cannot; the error is `field: message`.
     pub fn check(&self) -> Result<(), String> {
         let names = self.fields.all();
