@@ -140,10 +140,9 @@ impl LoopService {
 
     pub async fn invoke(
         &self,
-        inv: &Invocation,
+        _inv: &Invocation,
         envelope: Envelope<'_>,
     ) -> Result<InvocationReply, InvocationError> {
-        let _ = inv;
         let msg = envelope.queue(REQUEST)?;
         let request = match LoopRequest::parse(&msg.text) {
             Ok(r) => r,
