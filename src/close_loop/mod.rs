@@ -99,22 +99,17 @@ impl LoopService {
     ) -> Result<Self, LoopBuildError> {
         let lookup = deps.lookup();
         let storage = deps.storage.as_ref();
-        let ledger = match storage.map(|s| s.blob_container(deps.state_container.as_str())) {
-            Some(Ok(c)) => Some(LoopLedger::new(c)),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "no blob endpoint: the loop ledger is unavailable");
-                None
-            }
-            None => None,
-        };
-        let queue = match storage.map(|s| s.queue(TRIGGER_QUEUE)) {
-            Some(Ok(q)) => Some(q),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "no queue endpoint: failed loop requests cannot be re-enqueued, the host retries them");
-                None
-            }
-            None => None,
-        };
+        let ledger = crate::storage::optional_client(
+            storage,
+            |s| s.blob_container(deps.state_container.as_str()),
+            "no blob endpoint: the loop ledger is unavailable",
+        )
+        .map(LoopLedger::new);
+        let queue = crate::storage::optional_client(
+            storage,
+            |s| s.queue(TRIGGER_QUEUE),
+            "no queue endpoint: failed loop requests cannot be re-enqueued, the host retries them",
+        );
         let secs = |name, default, range| {
             crate::env::number_in(lookup, name, default, range).map(Duration::from_secs)
         };

@@ -1,7 +1,7 @@
 //! XM Directory contacts and email distributions (reference `close-the-loop.md` §2.3.2,
 //! §2.3.3): upsert one person into a mailing list, then send one survey to that membership.
 
-use super::{CallBudget, Outgoing, QualtricsClient, QualtricsError, Resend};
+use super::{encode, CallBudget, Outgoing, QualtricsClient, QualtricsError, Resend};
 use crate::secrets::SecretsProvider;
 use serde::Serialize;
 use serde_json::Value;
@@ -136,11 +136,7 @@ impl QualtricsClient {
         distribution: &EmailDistribution,
     ) -> Result<String, QualtricsError> {
         const OP: &str = "create distribution";
-        let body =
-            serde_json::to_vec(&distribution.body()).map_err(|e| QualtricsError::Decode {
-                op: OP,
-                reason: e.to_string(),
-            })?;
+        let body = encode(OP, &distribution.body())?;
         let path = "distributions";
         let resp = self
             .send(

@@ -1,7 +1,7 @@
 //! Firing a Qualtrics JSON Event (reference `close-the-loop.md` §2.1): a POST to the
 //! workflow's inbound-event URL on the same datacenter, authenticated with the API token.
 
-use super::{CallBudget, Outgoing, QualtricsClient, QualtricsError, Resend};
+use super::{encode, CallBudget, Outgoing, QualtricsClient, QualtricsError, Resend};
 use crate::secrets::SecretsProvider;
 use serde_json::Value;
 
@@ -21,10 +21,7 @@ impl QualtricsClient {
     ) -> Result<(), QualtricsError> {
         const OP: &str = "fire JSON event";
         let url = self.same_origin(OP, target)?;
-        let body = serde_json::to_vec(event).map_err(|e| QualtricsError::Decode {
-            op: OP,
-            reason: e.to_string(),
-        })?;
+        let body = encode(OP, event)?;
         let out = Outgoing {
             method: reqwest::Method::POST,
             path: &url,

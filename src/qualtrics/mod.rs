@@ -636,13 +636,7 @@ impl QualtricsClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Option<Value>, QualtricsError> {
-        let body =
-            body.map(serde_json::to_vec)
-                .transpose()
-                .map_err(|e| QualtricsError::Decode {
-                    op,
-                    reason: e.to_string(),
-                })?;
+        let body = body.map(|b| encode(op, b)).transpose()?;
         let out = Outgoing {
             method,
             path,
@@ -889,6 +883,14 @@ fn api_error(
             .or(header_request_id)
             .unwrap_or_else(|| "-".into()),
     }
+}
+
+/// `value` as the JSON bytes of a request body.
+fn encode(op: &'static str, value: &impl Serialize) -> Result<Vec<u8>, QualtricsError> {
+    serde_json::to_vec(value).map_err(|e| QualtricsError::Decode {
+        op,
+        reason: e.to_string(),
+    })
 }
 
 /// `d` ± `frac`·`d`, uniformly.

@@ -1,6 +1,6 @@
 //! Writing embedded data back onto one response (reference `close-the-loop.md` §2.2.1).
 
-use super::{CallBudget, Outgoing, QualtricsClient, QualtricsError, Resend};
+use super::{encode, CallBudget, Outgoing, QualtricsClient, QualtricsError, Resend};
 use crate::secrets::SecretsProvider;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -17,16 +17,14 @@ struct UpdateResponse<'a> {
     embedded_data: &'a BTreeMap<String, String>,
 }
 
-/// The exact bytes `update_response` sends (embedded-data keys in byte order).
-pub fn update_response_body(
-    survey_id: &str,
-    embedded_data: &BTreeMap<String, String>,
-) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&UpdateResponse {
-        survey_id,
-        reset_recorded_date: false,
-        embedded_data,
-    })
+impl<'a> UpdateResponse<'a> {
+    fn new(survey_id: &'a str, embedded_data: &'a BTreeMap<String, String>) -> Self {
+        Self {
+            survey_id,
+            reset_recorded_date: false,
+            embedded_data,
+        }
+    }
 }
 
 impl QualtricsClient {
@@ -41,11 +39,8 @@ impl QualtricsClient {
         embedded_data: &BTreeMap<String, String>,
     ) -> Result<(), QualtricsError> {
         const OP: &str = "update response";
-        let body =
-            update_response_body(survey_id, embedded_data).map_err(|e| QualtricsError::Decode {
-                op: OP,
-                reason: e.to_string(),
-            })?;
+        // Keys in the documented order; embedded-data keys in byte order.
+        let body = encode(OP, &UpdateResponse::new(survey_id, embedded_data))?;
         let path = format!("responses/{response_id}");
         let resp = self
             .send(
@@ -74,7 +69,7 @@ mod tests {
         let mut ed = BTreeMap::new();
         ed.insert("TicketState".to_string(), "resolved".to_string());
         ed.insert("BridgeWriteBack".to_string(), "1".to_string());
-        let body = update_response_body("SV_1", &ed).unwrap();
+        let body = encode("t", &UpdateResponse::new("SV_1", &ed)).unwrap();
         assert_eq!(
             String::from_utf8(body).unwrap(),
             r#"{"surveyId":"SV_1","resetRecordedDate":false,"embeddedData":{"BridgeWriteBack":"1","TicketState":"resolved"}}"#

@@ -353,6 +353,22 @@ impl Storage {
     }
 }
 
+/// A client `make` builds from `storage`, or `None` when there is no storage connection or
+/// the client cannot be built (logged: `unavailable` says what then does not work).
+pub fn optional_client<T>(
+    storage: Option<&Storage>,
+    make: impl FnOnce(&Storage) -> Result<T, StorageError>,
+    unavailable: &str,
+) -> Option<T> {
+    match make(storage?) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "{unavailable}");
+            None
+        }
+    }
+}
+
 /// The longest visibility delay Queue Storage accepts (7 days).
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 

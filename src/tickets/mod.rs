@@ -123,14 +123,11 @@ impl Retrying {
         let storage = deps.storage.as_ref();
         let lookup = deps.lookup();
         let d = Self::default();
-        let queue = match storage.map(|s| s.queue(crate::poison::TRIGGER_QUEUE)) {
-            Some(Ok(q)) => Some(q),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "no queue endpoint: failed ticket requests cannot be re-enqueued, the host retries them");
-                None
-            }
-            None => None,
-        };
+        let queue = crate::storage::optional_client(
+            storage,
+            |s| s.queue(crate::poison::TRIGGER_QUEUE),
+            "no queue endpoint: failed ticket requests cannot be re-enqueued, the host retries them",
+        );
         Ok(Self {
             queue,
             lease_secs: secs_setting(lookup, "TICKET_LEASE_SECONDS", d.lease_secs, 15..=60)?,
@@ -198,14 +195,12 @@ impl TicketService {
             }
         }
         let container = deps.state_container.as_str();
-        let ledger = match deps.storage.as_ref().map(|s| s.blob_container(container)) {
-            Some(Ok(c)) => Some(Ledger::new(c, container)),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "no blob endpoint: the ticket ledger is unavailable");
-                None
-            }
-            None => None,
-        };
+        let ledger = crate::storage::optional_client(
+            deps.storage.as_ref(),
+            |s| s.blob_container(container),
+            "no blob endpoint: the ticket ledger is unavailable",
+        )
+        .map(|c| Ledger::new(c, container));
         Ok(Self {
             mappings,
             servicenow,
