@@ -122,6 +122,7 @@ var stateContainerName = 'bridge-state'
 var ticketQueueName = 'ticket-requests'
 var poisonQueueName = 'ticket-requests-poison'
 var loopQueueName = 'loop-requests'
+var loopPoisonQueueName = 'loop-requests-poison'
 var deploymentContainerName = 'app-package'
 
 // ---- names --------------------------------------------------------------------------------
@@ -174,6 +175,7 @@ module storage 'modules/storage.bicep' = {
     ticketQueueName: ticketQueueName
     poisonQueueName: poisonQueueName
     loopQueueName: loopQueueName
+    loopPoisonQueueName: loopPoisonQueueName
     exportRetentionDays: exportRetentionDays
     exportCoolAfterDays: exportCoolAfterDays
   }
@@ -312,6 +314,7 @@ module roles 'modules/roles.bicep' = {
     ticketQueueName: storage.outputs.ticketQueueName
     poisonQueueName: storage.outputs.poisonQueueName
     loopQueueName: storage.outputs.loopQueueName
+    loopPoisonQueueName: storage.outputs.loopPoisonQueueName
   }
 }
 

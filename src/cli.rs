@@ -63,7 +63,8 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Inspect and replay the poison queue (ticket-requests-poison).
+    /// Inspect and replay a poison queue (ticket-requests-poison, or loop-requests-poison with
+    /// --queue loop).
     #[command(subcommand)]
     Poison(PoisonCommand),
     /// Manage the Qualtrics event subscriptions that deliver webhooks to this app.
@@ -146,6 +147,8 @@ and qualtrics-webhook-key secrets (Key Vault with KEY_VAULT_URL, else environmen
 pub enum PoisonCommand {
     /// Show parked messages with the ledger's reason (at most 32, oldest first).
     List {
+        #[command(flatten)]
+        queue: PoisonQueueArg,
         /// Show at most this many (1-32; one peek of the queue returns at most 32).
         /// Absent: all, up to 32.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32))]
@@ -153,8 +156,10 @@ pub enum PoisonCommand {
         #[command(flatten)]
         output: OutputArg,
     },
-    /// Move messages back to ticket-requests, byte-exact.
+    /// Move messages back to their trigger queue (ticket-requests or loop-requests), byte-exact.
     Replay {
+        #[command(flatten)]
+        queue: PoisonQueueArg,
         /// Move at most this many. Absent: all (a --dry-run lists at most 32, one peek).
         #[arg(long)]
         limit: Option<u32>,
@@ -162,6 +167,32 @@ pub enum PoisonCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// Which poison queue a `poison` command works on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PoisonQueue {
+    /// ticket-requests-poison (TicketCreator)
+    #[default]
+    Tickets,
+    /// loop-requests-poison (LoopCloser)
+    Loop,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PoisonQueueArg {
+    /// The poison queue: `tickets` (ticket-requests-poison) or `loop` (loop-requests-poison).
+    #[arg(long, value_enum, default_value_t = PoisonQueue::Tickets)]
+    pub queue: PoisonQueue,
+}
+
+impl PoisonQueueArg {
+    fn which(&self) -> crate::poison::Queue {
+        match self.queue {
+            PoisonQueue::Tickets => crate::poison::Queue::Tickets,
+            PoisonQueue::Loop => crate::poison::Queue::Loop,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -593,14 +624,26 @@ async fn poison(cmd: PoisonCommand) -> ExitCode {
         }
     };
     let result = match cmd {
-        PoisonCommand::List { limit, output } => crate::poison::list(&storage, limit.unwrap_or(32))
-            .await
-            .map(|parked| match output.output {
-                Output::Text => print!("{}", parked_text(&parked)),
-                Output::Json => println!("{:#}", parked_json(&parked)),
-            }),
-        PoisonCommand::Replay { limit, dry_run } => {
-            crate::poison::replay(&storage, limit.unwrap_or(u32::MAX), dry_run)
+        PoisonCommand::List {
+            queue,
+            limit,
+            output,
+        } => {
+            let which = queue.which();
+            crate::poison::list(&storage, which, limit.unwrap_or(32))
+                .await
+                .map(|parked| match output.output {
+                    Output::Text => print!("{}", parked_text(which, &parked)),
+                    Output::Json => println!("{:#}", parked_json(which, &parked)),
+                })
+        }
+        PoisonCommand::Replay {
+            queue,
+            limit,
+            dry_run,
+        } => {
+            let which = queue.which();
+            crate::poison::replay(&storage, which, limit.unwrap_or(u32::MAX), dry_run)
                 .await
                 .map(|report| {
                     let verb = if dry_run { "would move" } else { "moved" };
@@ -610,7 +653,7 @@ async fn poison(cmd: PoisonCommand) -> ExitCode {
                     println!(
                         "{verb} {} message(s) to {}",
                         report.moved.len(),
-                        crate::poison::TRIGGER_QUEUE
+                        which.trigger()
                     );
                 })
         }
@@ -630,15 +673,19 @@ fn parked_excerpt(p: &crate::poison::Parked) -> String {
 }
 
 /// Parked messages as prose, one line each.
-fn parked_text(parked: &[crate::poison::Parked]) -> String {
+fn parked_text(which: crate::poison::Queue, parked: &[crate::poison::Parked]) -> String {
     if parked.is_empty() {
-        return format!("{}: empty\n", crate::poison::POISON_QUEUE);
+        return format!("{}: empty\n", which.poison());
     }
+    let kind = match which {
+        crate::poison::Queue::Tickets => "ticket",
+        crate::poison::Queue::Loop => "loop",
+    };
     let mut t = String::new();
     for p in parked {
-        let what = match &p.request {
-            Some(r) => format!("{}/{} ({:?})", r.survey_id, r.response_id, r.source),
-            None => format!("not a ticket request: {}", parked_excerpt(p)),
+        let what = match &p.about {
+            Some(about) => about.clone(),
+            None => format!("not a {kind} request: {}", parked_excerpt(p)),
         };
         let why = p.ledger.as_deref().unwrap_or("no ledger entry");
         t.push_str(&format!(
@@ -650,7 +697,7 @@ fn parked_text(parked: &[crate::poison::Parked]) -> String {
 }
 
 /// Parked messages as one JSON document; `request` is the message as queued, or null.
-fn parked_json(parked: &[crate::poison::Parked]) -> serde_json::Value {
+fn parked_json(which: crate::poison::Queue, parked: &[crate::poison::Parked]) -> serde_json::Value {
     let messages: Vec<_> = parked
         .iter()
         .map(|p| {
@@ -658,13 +705,13 @@ fn parked_json(parked: &[crate::poison::Parked]) -> serde_json::Value {
                 "messageId": p.message_id,
                 "insertedOn": p.inserted,
                 "dequeueCount": p.dequeue_count,
-                "request": p.request.as_ref().and_then(|r| serde_json::to_value(r).ok()),
+                "request": p.request,
                 "text": p.request.is_none().then(|| parked_excerpt(p)),
                 "reason": p.ledger,
             })
         })
         .collect();
-    json!({"queue": crate::poison::POISON_QUEUE, "messages": messages})
+    json!({"queue": which.poison(), "messages": messages})
 }
 
 fn config_check(config: &ConfigArg, output: Output) -> ExitCode {
@@ -764,6 +811,9 @@ fn check_text(settings: &HandlerSettings, bridge: &BridgeConfig) -> String {
         let _ = writeln!(t, "  {}: export {export}, {tickets}{unsigned}", s.id);
         let analytics = s.analytics.clone().unwrap_or_default();
         let _ = writeln!(t, "    analytics: {}", analytics.describe());
+        if let Some(lc) = &s.close_loop {
+            let _ = writeln!(t, "    loop: {}", lc.get_ref().describe());
+        }
     }
     let _ = writeln!(t, "settings:");
     for spec in KNOWN_SETTINGS {
@@ -804,6 +854,7 @@ fn check_json(settings: &HandlerSettings, bridge: &BridgeConfig) -> serde_json::
                 })),
                 "allowUnsigned": s.allow_unsigned,
                 "analytics": s.analytics.clone().unwrap_or_default().json(),
+                "loop": s.close_loop.as_ref().and_then(|l| serde_json::to_value(l.get_ref()).ok()),
             })
         })
         .collect();

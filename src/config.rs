@@ -129,9 +129,24 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
         meaning: "a ticket request still failing transiently this long after its first failure is dead-lettered with the reason",
     },
     SettingSpec {
+        name: "LOOP_RETRY_MAX_DELAY_SECONDS",
+        source: SettingSource::Default("300"),
+        meaning: "ceiling of the backoff before a re-enqueued loop request comes back (a longer Qualtrics Retry-After is still followed)",
+    },
+    SettingSpec {
+        name: "LOOP_RETRY_WINDOW_SECONDS",
+        source: SettingSource::Default("259200"),
+        meaning: "a loop request still failing transiently this long after its first failure is dead-lettered with the reason",
+    },
+    SettingSpec {
+        name: "LOOP_CALL_TIMEOUT_SECONDS",
+        source: SettingSource::Default("30"),
+        meaning: "LoopCloser's limit on each Qualtrics call (1-120 s); a distribution whose answer does not come in time is recorded as ambiguous, never resent",
+    },
+    SettingSpec {
         name: "BRIDGE_TEST_CRASH_AT",
         source: SettingSource::Optional,
-        meaning: "test-only fault hook: abort the handler once at a named export point (docs/export.md); never set in Azure",
+        meaning: "test-only fault hook: abort the handler once at a named export or loop point (docs/export.md, docs/loop-closer.md); never set in Azure",
     },
     SettingSpec {
         name: "SERVICENOW_INSTANCE_URL",
@@ -187,6 +202,7 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
 ];
 
 use crate::analytics::privacy::AnalyticsConfig;
+use crate::close_loop::LoopConfig;
 use crate::env::setting;
 use crate::tickets::{mapping::Mapping, TicketRoute, TicketingLimits};
 use serde::Deserialize;
@@ -273,6 +289,9 @@ pub struct SurveyConfig {
     /// What reaches the analytics tables; absent: no identity, no embedded data, free text.
     #[serde(default)]
     pub analytics: Option<AnalyticsConfig>,
+    /// `[surveys.loop]`: what `LoopCloser` does with this survey's tickets' states.
+    #[serde(default, rename = "loop")]
+    pub close_loop: Option<toml::Spanned<LoopConfig>>,
 }
 
 /// `bridge.toml`: which surveys are exported and which raise tickets.
@@ -360,6 +379,14 @@ impl BridgeConfig {
                     format!("{line}surveys[{i}].tickets.{}: {col}{}", e.field, e.message)
                 })?;
             }
+            if let Some(lc) = &s.close_loop {
+                lc.get_ref().check().map_err(|e| {
+                    format!(
+                        "line {}, surveys[{i}].loop.{e}",
+                        line_of(text, lc.span().start)
+                    )
+                })?;
+            }
         }
         Ok(cfg)
     }
@@ -409,5 +436,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("line 4") && err.contains("identity"), "{err}");
+        let lp = "[[surveys]]\nid = \"SV_1\"\n[surveys.loop]\n";
+        let cfg = BridgeConfig::parse(lp).unwrap();
+        assert!(
+            cfg.surveys[0]
+                .close_loop
+                .as_ref()
+                .unwrap()
+                .get_ref()
+                .write_back
+        );
+        let err = BridgeConfig::parse(&format!(
+            "{lp}write_back = true\nfields = {{ state = 3 }}\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("line 5") && err.contains("state"), "{err}");
+        let err = BridgeConfig::parse(&format!(
+            "{lp}fields = {{ state = \"X\", system = \"X\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("line 3, surveys[0].loop.fields") && err.contains("used twice"),
+            "{err}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! start-up's routing. Adding a function is a module with its `SPEC` and service, a variant
 //! here, its arm in each `match`, and its `functions/{Name}/function.json`.
 
-use crate::close_loop::{self, TicketEventsService};
+use crate::close_loop::{self, LoopBuildError, LoopService, TicketEventsService};
 use crate::config::BridgeConfig;
 use crate::deps::Deps;
 use crate::env::SettingError;
@@ -19,14 +19,16 @@ pub enum Function {
     ExportPoller,
     TicketCreator,
     TicketEvents,
+    LoopCloser,
 }
 
 impl Function {
-    pub const ALL: [Function; 4] = [
+    pub const ALL: [Function; 5] = [
         Function::QualtricsWebhook,
         Function::ExportPoller,
         Function::TicketCreator,
         Function::TicketEvents,
+        Function::LoopCloser,
     ];
 
     pub fn spec(self) -> &'static FunctionSpec {
@@ -35,6 +37,7 @@ impl Function {
             Function::ExportPoller => &export::SPEC,
             Function::TicketCreator => &tickets::SPEC,
             Function::TicketEvents => &close_loop::intake::SPEC,
+            Function::LoopCloser => &close_loop::closer::SPEC,
         }
     }
 
@@ -51,6 +54,8 @@ pub enum BuildError {
     Tickets(#[from] TicketBuildError),
     #[error(transparent)]
     Export(#[from] SettingError),
+    #[error(transparent)]
+    Loop(#[from] LoopBuildError),
 }
 
 /// Every capability's state, built once at start-up from its slice of `bridge.toml` and the
@@ -61,6 +66,7 @@ pub struct Functions {
     export: ExportService,
     tickets: TicketService,
     ticket_events: TicketEventsService,
+    loop_closer: LoopService,
 }
 
 impl Functions {
@@ -92,11 +98,16 @@ impl Functions {
             .filter_map(|s| Some((s.id.as_str(), s.tickets.as_ref()?)));
         let tickets = TicketService::build(routes, &bridge.ticketing, deps)?;
         let ticket_events = TicketEventsService::build(deps);
+        let loops = surveys
+            .iter()
+            .filter_map(|s| Some((s.id.as_str(), s.close_loop.as_ref()?.get_ref())));
+        let loop_closer = LoopService::build(loops, deps)?;
         Ok(Self {
             webhook,
             export,
             tickets,
             ticket_events,
+            loop_closer,
         })
     }
 
@@ -114,6 +125,7 @@ impl Functions {
             Function::ExportPoller => Box::pin(self.export.invoke(inv, envelope)).await,
             Function::TicketCreator => Box::pin(self.tickets.invoke(inv, envelope)).await,
             Function::TicketEvents => Box::pin(self.ticket_events.invoke(inv, envelope)).await,
+            Function::LoopCloser => Box::pin(self.loop_closer.invoke(inv, envelope)).await,
         }
     }
 }

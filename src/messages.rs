@@ -212,14 +212,17 @@ impl LoopRequest {
     /// The order in which states apply: later `changedAt` wins, then higher `sequence`
     /// (`None` sorts first). An unparseable `changedAt` sorts before every real time.
     pub fn order_key(&self) -> (i128, u64) {
-        let at = time::OffsetDateTime::parse(
-            &self.changed_at,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .map(|t| t.unix_timestamp_nanos())
-        .unwrap_or(i128::MIN);
-        (at, self.sequence.unwrap_or(0))
+        order_key(&self.changed_at, self.sequence)
     }
+}
+
+/// [`LoopRequest::order_key`] of a stored `changedAt` and `sequence`.
+pub fn order_key(changed_at: &str, sequence: Option<u64>) -> (i128, u64) {
+    let at =
+        time::OffsetDateTime::parse(changed_at, &time::format_description::well_known::Rfc3339)
+            .map(|t| t.unix_timestamp_nanos())
+            .unwrap_or(i128::MIN);
+    (at, sequence.unwrap_or(0))
 }
 
 /// Qualtrics ids are a prefix and an alphanumeric tail (e.g. `SV_22VlHYNeldrrrkp`).

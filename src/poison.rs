@@ -1,9 +1,10 @@
-//! Operator view of `ticket-requests-poison`: list what is parked there (with the ledger's
-//! reason) and replay messages to `ticket-requests` byte-exact. A replayed message is put on
-//! the trigger queue before it is deleted from the poison queue, so a crash in between can
-//! only duplicate it — which the ticket ledger makes harmless — never lose it.
+//! Operator view of the poison queues (`ticket-requests-poison`, `loop-requests-poison`): list
+//! what is parked there (with the ledger's reason) and replay messages to their trigger queue
+//! byte-exact. A replayed message is put on the trigger queue before it is deleted from the
+//! poison queue, so a crash in between can only duplicate it — which the ticket and loop
+//! ledgers make harmless — never lose it.
 
-use crate::messages::TicketRequest;
+use crate::messages::{LoopRequest, TicketRequest};
 use crate::storage::Storage;
 use azure_storage_queue::models::{
     QueueClientPeekMessagesOptions, QueueClientReceiveMessagesOptions, QueueMessage,
@@ -14,6 +15,30 @@ use base64::Engine;
 
 pub const TRIGGER_QUEUE: &str = "ticket-requests";
 pub const POISON_QUEUE: &str = "ticket-requests-poison";
+
+/// Which poison queue: `TicketCreator`'s or `LoopCloser`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Queue {
+    #[default]
+    Tickets,
+    Loop,
+}
+
+impl Queue {
+    pub fn trigger(self) -> &'static str {
+        match self {
+            Self::Tickets => TRIGGER_QUEUE,
+            Self::Loop => crate::close_loop::TRIGGER_QUEUE,
+        }
+    }
+
+    pub fn poison(self) -> &'static str {
+        match self {
+            Self::Tickets => POISON_QUEUE,
+            Self::Loop => crate::close_loop::POISON_QUEUE,
+        }
+    }
+}
 /// How long a message being replayed stays hidden from other readers.
 const REPLAY_LEASE_SECS: i32 = 60;
 
@@ -38,9 +63,11 @@ pub struct Parked {
     pub dequeue_count: i64,
     /// The raw `MessageText` (base64 of the request text under the host's encoding).
     pub raw: String,
-    /// The decoded request, when it is one.
-    pub request: Option<TicketRequest>,
-    /// The ledger's state and reason for this response, when there is a ledger entry.
+    /// The decoded request (a ticket or loop request, by queue), when it is one.
+    pub request: Option<serde_json::Value>,
+    /// What the request is about, in a few words (ids, source or state).
+    pub about: Option<String>,
+    /// The ledger's state and reason for this request, when there is a ledger entry.
     pub ledger: Option<String>,
 }
 
@@ -62,13 +89,10 @@ fn queue_err(
 }
 
 /// Lists up to `limit` (at most 32: a peek's limit) parked messages, oldest first.
-pub async fn list(storage: &Storage, limit: u32) -> Result<Vec<Parked>, PoisonError> {
-    let queue = storage.queue(POISON_QUEUE)?;
-    if !queue
-        .exists()
-        .await
-        .map_err(queue_err(POISON_QUEUE, "exists"))?
-    {
+pub async fn list(storage: &Storage, which: Queue, limit: u32) -> Result<Vec<Parked>, PoisonError> {
+    let poison = which.poison();
+    let queue = storage.queue(poison)?;
+    if !queue.exists().await.map_err(queue_err(poison, "exists"))? {
         return Ok(Vec::new());
     }
     let options = QueueClientPeekMessagesOptions {
@@ -78,9 +102,9 @@ pub async fn list(storage: &Storage, limit: u32) -> Result<Vec<Parked>, PoisonEr
     let peeked = queue
         .peek_messages(Some(options))
         .await
-        .map_err(queue_err(POISON_QUEUE, "peek"))?
+        .map_err(queue_err(poison, "peek"))?
         .into_model()
-        .map_err(queue_err(POISON_QUEUE, "peek"))?;
+        .map_err(queue_err(poison, "peek"))?;
     let mut out = Vec::new();
     for m in peeked.items.unwrap_or_default() {
         let mut parked = Parked {
@@ -89,24 +113,41 @@ pub async fn list(storage: &Storage, limit: u32) -> Result<Vec<Parked>, PoisonEr
             dequeue_count: m.dequeue_count.unwrap_or_default(),
             raw: m.message_text.unwrap_or_default(),
             request: None,
+            about: None,
             ledger: None,
         };
-        parked.request = TicketRequest::parse(&parked.text()).ok();
-        if let Some(r) = &parked.request {
-            parked.ledger = ledger_summary(storage, r).await;
+        let text = parked.text();
+        let blob = match which {
+            Queue::Tickets => TicketRequest::parse(&text).ok().map(|r| {
+                parked.about = Some(format!(
+                    "{}/{} ({:?})",
+                    r.survey_id, r.response_id, r.source
+                ));
+                parked.request = serde_json::to_value(&r).ok();
+                format!("tickets/{}/{}.json", r.survey_id, r.response_id)
+            }),
+            Queue::Loop => LoopRequest::parse(&text).ok().map(|r| {
+                parked.about = Some(format!(
+                    "{} {} → {}/{} ({:?} at {})",
+                    r.system, r.ticket_id, r.survey_id, r.response_id, r.state, r.changed_at
+                ));
+                parked.request = serde_json::to_value(&r).ok();
+                format!("loop/{}/{}.json", r.system, r.ticket_id)
+            }),
+        };
+        if let Some(blob) = blob {
+            parked.ledger = ledger_summary(storage, &blob).await;
         }
         out.push(parked);
     }
     Ok(out)
 }
 
-/// `state: reason` from the ledger entry of a request, if any.
-async fn ledger_summary(storage: &Storage, r: &TicketRequest) -> Option<String> {
+/// `state: reason` from a ticket ledger entry, or the applied state and follow-up of a loop
+/// ledger entry, if any.
+async fn ledger_summary(storage: &Storage, blob: &str) -> Option<String> {
     let container = crate::env::setting("STATE_CONTAINER").unwrap_or_else(|| "bridge-state".into());
-    let blob = storage
-        .blob_container(&container)
-        .ok()?
-        .blob_client(&format!("tickets/{}/{}.json", r.survey_id, r.response_id));
+    let blob = storage.blob_container(&container).ok()?.blob_client(blob);
     let text = blob
         .download(None)
         .await
@@ -116,6 +157,19 @@ async fn ledger_summary(storage: &Storage, r: &TicketRequest) -> Option<String> 
         .await
         .ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    if let Some(applied) = v.get("applied") {
+        let follow = &v["followUp"];
+        return Some(format!(
+            "applied {} at {}; follow-up {}{}",
+            applied["state"].as_str().unwrap_or("?"),
+            applied["changedAt"].as_str().unwrap_or("?"),
+            follow["status"].as_str().unwrap_or("none"),
+            follow["reason"]
+                .as_str()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ));
+    }
     let state = v.get("state")?.as_str()?.to_string();
     Some(match v.get("reason").and_then(|r| r.as_str()) {
         Some(reason) => format!("{state}: {reason}"),
@@ -130,32 +184,34 @@ pub struct ReplayReport {
     pub moved: Vec<String>,
 }
 
-/// Moves up to `limit` messages from the poison queue back to `ticket-requests`, byte-exact.
+/// Moves up to `limit` messages from the poison queue back to its trigger queue, byte-exact.
 /// With `dry_run`, only lists what would move (peek, at most 32).
 pub async fn replay(
     storage: &Storage,
+    which: Queue,
     limit: u32,
     dry_run: bool,
 ) -> Result<ReplayReport, PoisonError> {
+    let (trigger, poison_name) = (which.trigger(), which.poison());
     let mut report = ReplayReport::default();
     if dry_run {
-        report.moved = list(storage, limit)
+        report.moved = list(storage, which, limit)
             .await?
             .into_iter()
             .map(|p| p.message_id)
             .collect();
         return Ok(report);
     }
-    let poison = storage.queue(POISON_QUEUE)?;
+    let poison = storage.queue(poison_name)?;
     if !poison
         .exists()
         .await
-        .map_err(queue_err(POISON_QUEUE, "exists"))?
+        .map_err(queue_err(poison_name, "exists"))?
     {
         return Ok(report);
     }
-    let target = storage.queue(TRIGGER_QUEUE)?;
-    ensure_queue(&target).await?;
+    let target = storage.queue(trigger)?;
+    ensure_queue(&target, trigger).await?;
     while (report.moved.len() as u32) < limit {
         let want = (limit - report.moved.len() as u32).min(32) as i32;
         let options = QueueClientReceiveMessagesOptions {
@@ -166,9 +222,9 @@ pub async fn replay(
         let batch = poison
             .receive_messages(Some(options))
             .await
-            .map_err(queue_err(POISON_QUEUE, "receive"))?
+            .map_err(queue_err(poison_name, "receive"))?
             .into_model()
-            .map_err(queue_err(POISON_QUEUE, "receive"))?
+            .map_err(queue_err(poison_name, "receive"))?
             .items
             .unwrap_or_default();
         if batch.is_empty() {
@@ -183,33 +239,27 @@ pub async fn replay(
             };
             target
                 .send_message(
-                    message
-                        .try_into()
-                        .map_err(queue_err(TRIGGER_QUEUE, "encode"))?,
+                    message.try_into().map_err(queue_err(trigger, "encode"))?,
                     None,
                 )
                 .await
-                .map_err(queue_err(TRIGGER_QUEUE, "send"))?;
+                .map_err(queue_err(trigger, "send"))?;
             poison
                 .delete_message(&id, &receipt, None)
                 .await
-                .map_err(queue_err(POISON_QUEUE, "delete"))?;
+                .map_err(queue_err(poison_name, "delete"))?;
             report.moved.push(id);
         }
     }
     Ok(report)
 }
 
-async fn ensure_queue(queue: &QueueClient) -> Result<(), PoisonError> {
-    if !queue
-        .exists()
-        .await
-        .map_err(queue_err(TRIGGER_QUEUE, "exists"))?
-    {
+async fn ensure_queue(queue: &QueueClient, name: &'static str) -> Result<(), PoisonError> {
+    if !queue.exists().await.map_err(queue_err(name, "exists"))? {
         queue
             .create(None)
             .await
-            .map_err(queue_err(TRIGGER_QUEUE, "create"))?;
+            .map_err(queue_err(name, "create"))?;
     }
     Ok(())
 }

@@ -8,9 +8,11 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const TICKET_QUEUE: &str = "ticket-requests";
-const POISON_QUEUE: &str = "ticket-requests-poison";
-const LOOP_QUEUE: &str = "loop-requests";
+/// Each queue-triggered function's trigger queue and dead-letter queue (DESIGN's contract).
+const QUEUE_FUNCTIONS: &[(&str, &str, &str)] = &[
+    ("TicketCreator", "ticket-requests", "ticket-requests-poison"),
+    ("LoopCloser", "loop-requests", "loop-requests-poison"),
+];
 const EXPORT_CONTAINER: &str = "qualtrics-exports";
 const STATE_CONTAINER: &str = "bridge-state";
 
@@ -319,25 +321,30 @@ fn queues_and_containers_agree_with_function_json_and_design() {
                 }
             }
             let kind = b["type"].as_str().unwrap_or_default();
+            let contract = QUEUE_FUNCTIONS.iter().find(|(f, _, _)| *f == func);
             if kind == "queueTrigger" {
+                let (_, trigger, _) = contract.unwrap_or_else(|| {
+                    panic!("functions/{func}: a queue trigger DESIGN does not list")
+                });
                 assert_eq!(
                     b["queueName"].as_str(),
-                    Some(TICKET_QUEUE),
-                    "functions/{func}: the queue trigger must read {TICKET_QUEUE}"
+                    Some(*trigger),
+                    "functions/{func}: the queue trigger must read {trigger}"
                 );
             }
             if kind == "queue" && b["name"] == "deadletter" {
+                let poison = contract.map_or("-", |c| c.2);
                 assert_eq!(
                     b["queueName"].as_str(),
-                    Some(POISON_QUEUE),
-                    "functions/{func}: deadletter must write {POISON_QUEUE}"
+                    Some(poison),
+                    "functions/{func}: deadletter must write {poison}"
                 );
             }
         }
     }
-    let want: BTreeSet<String> = [TICKET_QUEUE, POISON_QUEUE, LOOP_QUEUE]
+    let want: BTreeSet<String> = QUEUE_FUNCTIONS
         .iter()
-        .map(|s| s.to_string())
+        .flat_map(|(_, t, p)| [t.to_string(), p.to_string()])
         .collect();
     assert_eq!(
         queues, want,

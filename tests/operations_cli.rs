@@ -614,7 +614,7 @@ async fn config_check_json_names_the_file_and_masks_what_may_carry_a_key() {
     assert_eq!(doc["sandbox"], false);
     assert_eq!(
         doc["surveys"],
-        serde_json::json!([{"id": "SV_a", "export": true, "tickets": null, "allowUnsigned": false}])
+        serde_json::json!([{"id": "SV_a", "export": true, "tickets": null, "allowUnsigned": false, "loop": null}])
     );
     let setting = |name: &str| {
         doc["settings"]
@@ -792,4 +792,28 @@ async fn poison_list_json_has_each_message_with_its_request_or_text() {
         // No ledger blob for these responses.
         assert_eq!(m["reason"], serde_json::Value::Null, "{m}");
     }
+}
+
+#[tokio::test]
+async fn config_check_shows_what_the_loop_does_and_refuses_a_bad_loop_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    let good = "[[surveys]]\nid = \"SV_a\"\n[surveys.loop]\nfollowup = { survey = \"SV_f\", library = \"UR_1\", message = \"MS_1\", mailing_list = \"CG_1\", directory = \"POOL_1\", close_codes = [\"Solved\"], skip_if_reopened_within_hours = 24 }\n";
+    std::fs::write(&path, good).unwrap();
+    let config = path.to_string_lossy().into_owned();
+    let o = run(&[], &["config", "check", "--config", &config]).await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    assert!(
+        o.out.contains("loop: write-back TicketSystem,TicketId,TicketNumber,TicketState,TicketStateAt,TicketCloseCode,BridgeWriteBack; follow-up SV_f via POOL_1/CG_1 on resolved if close code in [\"Solved\"], not if reopened within 24h"),
+        "{}",
+        o.out
+    );
+    std::fs::write(&path, good.replace("MS_1", "EMD_1")).unwrap();
+    let o = run(&[], &["config", "check", "--config", &config]).await;
+    assert_eq!(o.code, 2, "{}\n{}", o.out, o.err);
+    assert!(
+        o.err.contains("line 4") && o.err.contains("message") && o.err.contains("MS_"),
+        "{}",
+        o.err
+    );
 }

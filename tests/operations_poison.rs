@@ -118,3 +118,54 @@ fn poison_without_storage_settings_is_a_usage_error_naming_the_setting() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("AzureWebJobsStorage"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_poison_queue_lists_and_replays_to_loop_requests() {
+    let azurite = Azurite::start().await.expect("azurite");
+    let queues = QueueClient::new(&azurite.connection());
+    queues.create_queue("loop-requests-poison").await.unwrap();
+    let texts = [
+        r#"{"v":1,"system":"zendesk","ticketId":"35436","surveyId":"SV_a","responseId":"R_1","status":"solved","state":"resolved","changedAt":"2026-12-01T00:00:00Z","source":"event","receivedAt":"2026-12-01T00:00:01Z"}"#,
+        "not a loop request \u{e9}",
+    ];
+    for t in texts {
+        queues
+            .put_message("loop-requests-poison", &STANDARD.encode(t))
+            .await
+            .unwrap();
+    }
+    let (code, out, err) = run(&azurite, &["poison", "list", "--queue", "loop"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("zendesk 35436 → SV_a/R_1 (Resolved at 2026-12-01T00:00:00Z)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("not a loop request: not a loop request é"),
+        "{out}"
+    );
+    // The ticket queue is another queue.
+    let (code, out, _) = run(&azurite, &["poison", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ticket-requests-poison: empty"), "{out}");
+
+    let (code, out, err) = run(&azurite, &["poison", "replay", "--queue", "loop"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("moved 2 message(s) to loop-requests"), "{out}");
+    let mut moved: Vec<String> = queues
+        .peek_messages("loop-requests")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| String::from_utf8(STANDARD.decode(&m.text).unwrap()).unwrap())
+        .collect();
+    moved.sort();
+    let mut want: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    want.sort();
+    assert_eq!(moved, want, "byte-exact");
+    assert!(queues
+        .peek_messages("loop-requests-poison")
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -14,6 +14,7 @@ param appInsightsName string
 param ticketQueueName string
 param poisonQueueName string
 param loopQueueName string
+param loopPoisonQueueName string
 
 @description('Grant Storage Table Data Contributor for host diagnostic events (recommended by the Functions docs).')
 param grantTableDataContributor bool = true
@@ -55,6 +56,11 @@ resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
 resource loopQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
   parent: queueService
   name: loopQueueName
+}
+
+resource loopPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
+  parent: queueService
+  name: loopPoisonQueueName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2024-11-01' existing = {
@@ -118,15 +124,27 @@ resource appPoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// TicketEvents' queue output only sends to loop-requests (pre-created, so no create right).
-resource appLoopQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(loopQueue.id, appPrincipalId, roles.storageQueueDataMessageSender)
+// loop-requests: LoopCloser's trigger and its own re-enqueue after a transient failure (Contributor:
+// read, update, delete), which also covers TicketEvents' and TicketSync's outputs (send).
+resource appLoopQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(loopQueue.id, appPrincipalId, roles.storageQueueDataContributor)
   scope: loopQueue
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
-    description: 'qualtrics-bridge: TicketEvents loop-requests output'
+    description: 'qualtrics-bridge: LoopCloser trigger and re-enqueue; TicketEvents and TicketSync loop output'
+  }
+}
+
+resource appLoopPoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(loopPoisonQueue.id, appPrincipalId, roles.storageQueueDataContributor)
+  scope: loopPoisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'qualtrics-bridge: LoopCloser deadletter output and host poison handling'
   }
 }
 
@@ -199,6 +217,29 @@ resource opsTicketSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
     principalId: operatorGroupObjectId
     principalType: 'Group'
     description: 'qualtrics-bridge operators: re-enqueue replayed ticket requests'
+  }
+}
+
+// The same replay rights on the loop queues.
+resource opsLoopPoisonProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (hasOperators) {
+  name: guid(loopPoisonQueue.id, operatorGroupObjectId, roles.storageQueueDataMessageProcessor)
+  scope: loopPoisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageProcessor)
+    principalId: operatorGroupObjectId
+    principalType: 'Group'
+    description: 'qualtrics-bridge operators: read and remove loop poison messages (replay)'
+  }
+}
+
+resource opsLoopSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (hasOperators) {
+  name: guid(loopQueue.id, operatorGroupObjectId, roles.storageQueueDataMessageSender)
+  scope: loopQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
+    principalId: operatorGroupObjectId
+    principalType: 'Group'
+    description: 'qualtrics-bridge operators: re-enqueue replayed loop requests'
   }
 }
 

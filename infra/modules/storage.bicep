@@ -37,6 +37,12 @@ param poisonQueueName string
 @description('Queue written by TicketEvents: ticket state changes matched to their responses.')
 param loopQueueName string
 
+@description('Queue read by LoopCloser (ticket states going back to Qualtrics).')
+param loopQueueName string
+
+@description('LoopCloser poison queue: permanent failures and messages past maxDequeueCount.')
+param loopPoisonQueueName string
+
 @description('Delete exported blobs this many days after their last modification; 0 disables the lifecycle rule.')
 @minValue(0)
 param exportRetentionDays int = 0
@@ -161,6 +167,11 @@ resource loopQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-
   name: loopQueueName
 }
 
+resource loopPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' = {
+  parent: queueService
+  name: loopPoisonQueueName
+}
+
 var exportLifecycleActions = union(
   exportRetentionDays > 0 ? { delete: { daysAfterModificationGreaterThan: exportRetentionDays } } : {},
   exportCoolAfterDays > 0 ? { tierToCool: { daysAfterModificationGreaterThan: exportCoolAfterDays } } : {}
@@ -202,5 +213,6 @@ output deploymentContainerUrl string = '${storage.properties.primaryEndpoints.bl
 output ticketQueueName string = ticketQueue.name
 output poisonQueueName string = poisonQueue.name
 output loopQueueName string = loopQueue.name
+output loopPoisonQueueName string = loopPoisonQueue.name
 output exportContainerName string = exportContainer.name
 output stateContainerName string = stateContainer.name

@@ -3,12 +3,19 @@
 //!
 //! * `intake` — `TicketEvents`: verified ticket events (`verify`, `events`) matched to their
 //!   response through the ticket ledger, queued on `loop-requests`.
+//! * `closer` — `LoopCloser`: applies each queued state to Qualtrics per `[surveys.loop]`
+//!   (`config`), from its own loop ledger (`ledger`).
 //!
 //! Reaches `tickets` (the one cross-capability edge, tests/layering.rs) only to read the
 //! ticket ledger, the open-ticket index and the ticket systems' state.
 
+pub mod closer;
+pub mod config;
 pub mod events;
 pub mod intake;
+pub mod ledger;
 pub mod verify;
 
+pub use closer::{LoopBuildError, LoopService, POISON_QUEUE, TRIGGER_QUEUE};
+pub use config::LoopConfig;
 pub use intake::TicketEventsService;

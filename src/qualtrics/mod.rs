@@ -6,6 +6,12 @@
 //! shared by every call of the process and one [`CallBudget`] shared by a run.
 
 mod definitions;
+mod distributions;
+mod json_event;
+mod responses;
+
+pub use distributions::{Contact, ContactRef, EmailDistribution};
+pub use json_event::JSON_EVENT_PATH;
 
 use crate::env::Lookup;
 use crate::secrets::{SecretName, SecretsProvider};
@@ -34,6 +40,10 @@ pub enum QualtricsError {
     },
     #[error("qualtrics {op}: transport error: {reason}")]
     Transport { op: &'static str, reason: String },
+    /// A call that must not be resent ([`Resend::Never`]) failed after its request may have
+    /// reached Qualtrics (a timeout, a dropped connection): whether it took effect is unknown.
+    #[error("qualtrics {op}: no answer, the request may have been processed: {reason}")]
+    Unconfirmed { op: &'static str, reason: String },
     /// 429s used up the run's throttle budget or its time.
     #[error("qualtrics {op}: throttled (429) and the run's retry budget is spent")]
     Throttled { op: &'static str },
@@ -90,6 +100,27 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Whether a failed call may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// Reads and idempotent writes: 5xx and transport errors are retried (bounded).
+    Safe,
+    /// A call whose repetition has an effect (a distribution sends email): only a 429 or a
+    /// connection that was never made is retried; any other failure is returned as is, a
+    /// lost answer as [`QualtricsError::Unconfirmed`].
+    Never,
+}
+
+/// One request as [`QualtricsClient::send`] sends it.
+struct Outgoing<'a> {
+    method: reqwest::Method,
+    /// Relative to the API root, or an absolute path / URL on its origin.
+    path: &'a str,
+    /// JSON, already serialised.
+    body: Option<Vec<u8>>,
+    resend: Resend,
+}
+
 /// Process-wide 429 state: every call waits until `not_before`; the penalty doubles on each
 /// 429 without `Retry-After` (adaptive), and decays on success.
 #[derive(Debug)]
@@ -141,6 +172,8 @@ impl Throttle {
 pub struct CallBudget {
     pub deadline: Option<Instant>,
     throttle_retries: AtomicU32,
+    /// Each request's own time limit (connect to last byte), when set.
+    request_timeout: Option<Duration>,
 }
 
 impl CallBudget {
@@ -148,7 +181,14 @@ impl CallBudget {
         Self {
             deadline,
             throttle_retries: AtomicU32::new(throttle_retries),
+            request_timeout: None,
         }
+    }
+
+    /// Limits each request of the budget to `timeout` (a hung call ends as a timeout).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
     }
 
     /// A budget for a single interactive call (e.g. enriching one webhook).
@@ -345,6 +385,11 @@ impl QualtricsClient {
         })
     }
 
+    /// How long every call still waits before it may go (the shared 429 throttle).
+    pub fn throttled_for(&self) -> Duration {
+        self.throttle.wait_time()
+    }
+
     /// The API root, ending in `/API/v3/`.
     pub fn api_url(&self) -> &Url {
         &self.api
@@ -432,8 +477,13 @@ impl QualtricsClient {
     ) -> Result<reqwest::Response, QualtricsError> {
         const OP: &str = "download export";
         let path = format!("surveys/{survey_id}/export-responses/{file_id}/file");
-        self.send(OP, secrets, budget, reqwest::Method::GET, &path, None)
-            .await
+        let out = Outgoing {
+            method: reqwest::Method::GET,
+            path: &path,
+            body: None,
+            resend: Resend::Safe,
+        };
+        self.send(OP, secrets, budget, out).await
     }
 
     /// `GET /eventsubscriptions`, following `result.nextPage` to the end (§1.4.1). A
@@ -587,7 +637,24 @@ impl QualtricsClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Option<Value>, QualtricsError> {
-        let resp = self.send(op, secrets, budget, method, path, body).await?;
+        let body = body.map(|b| encode(op, b)).transpose()?;
+        let out = Outgoing {
+            method,
+            path,
+            body,
+            resend: Resend::Safe,
+        };
+        let resp = self.send(op, secrets, budget, out).await?;
+        self.read_envelope(op, path, resp).await
+    }
+
+    /// The `result` of a 2xx reply, logging its `requestId` and any `notice`.
+    async fn read_envelope(
+        &self,
+        op: &'static str,
+        path: &str,
+        resp: reqwest::Response,
+    ) -> Result<Option<Value>, QualtricsError> {
         let bytes = resp.bytes().await.map_err(|e| QualtricsError::Transport {
             op,
             reason: e.to_string(),
@@ -624,10 +691,14 @@ impl QualtricsClient {
         op: &'static str,
         secrets: &SecretsProvider,
         budget: &CallBudget,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
+        out: Outgoing<'_>,
     ) -> Result<reqwest::Response, QualtricsError> {
+        let Outgoing {
+            method,
+            path,
+            body,
+            resend,
+        } = out;
         let url = self.api.join(path).map_err(|e| QualtricsError::Decode {
             op,
             reason: format!("bad path: {e}"),
@@ -655,14 +726,26 @@ impl QualtricsClient {
                 .request(method.clone(), url.clone())
                 .header("X-API-TOKEN", token.expose())
                 .header("Accept", "application/json");
-            if let Some(b) = body {
-                req = req.json(b);
+            if let Some(b) = &body {
+                // Sent as serialised by the caller: a write-back's bytes are its contract.
+                req = req
+                    .header("Content-Type", "application/json")
+                    .body(b.clone());
+            }
+            if let Some(t) = budget.request_timeout {
+                req = req.timeout(t);
             }
             let started = Instant::now();
             let result = req.send().await;
             let retry_in = match result {
                 Err(e) => {
                     tracing::warn!(op, path, attempt, error = %e, "qualtrics transport error");
+                    if resend == Resend::Never && !e.is_connect() {
+                        return Err(QualtricsError::Unconfirmed {
+                            op,
+                            reason: e.to_string(),
+                        });
+                    }
                     if attempt >= self.retry.max_attempts {
                         return Err(QualtricsError::Transport {
                             op,
@@ -724,7 +807,12 @@ impl QualtricsClient {
                                 return Err(err);
                             }
                         }
-                        s if s >= 500 && attempt < self.retry.max_attempts => self.backoff(attempt),
+                        s if s >= 500
+                            && resend == Resend::Safe
+                            && attempt < self.retry.max_attempts =>
+                        {
+                            self.backoff(attempt)
+                        }
                         _ => return Err(err),
                     }
                 }
@@ -796,6 +884,14 @@ fn api_error(
             .or(header_request_id)
             .unwrap_or_else(|| "-".into()),
     }
+}
+
+/// `value` as the JSON bytes of a request body.
+fn encode(op: &'static str, value: &impl Serialize) -> Result<Vec<u8>, QualtricsError> {
+    serde_json::to_vec(value).map_err(|e| QualtricsError::Decode {
+        op,
+        reason: e.to_string(),
+    })
 }
 
 /// `d` ± `frac`·`d`, uniformly.

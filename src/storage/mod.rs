@@ -353,6 +353,22 @@ impl Storage {
     }
 }
 
+/// A client `make` builds from `storage`, or `None` when there is no storage connection or
+/// the client cannot be built (logged: `unavailable` says what then does not work).
+pub fn optional_client<T>(
+    storage: Option<&Storage>,
+    make: impl FnOnce(&Storage) -> Result<T, StorageError>,
+    unavailable: &str,
+) -> Option<T> {
+    match make(storage?) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "{unavailable}");
+            None
+        }
+    }
+}
+
 /// The longest visibility delay Queue Storage accepts (7 days).
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -382,10 +398,45 @@ pub async fn send_later(
     Ok(())
 }
 
+/// How long a re-enqueued request's attempt `attempt` (1-based) stays invisible
+/// (docs/tickets.md, docs/loop-closer.md): backoff 1 s, 2 s, 4 s, … capped at
+/// `max` and scaled by `jitter` (0.5–1), but never shorter than the system's `Retry-After`
+/// (`throttled`), and within what a queue accepts (1 s to 7 days).
+pub fn retry_delay(attempt: u32, max: Duration, jitter: f64, throttled: Duration) -> Duration {
+    let backoff = Duration::from_secs(1u64 << attempt.clamp(1, 20).saturating_sub(1)).min(max);
+    backoff
+        .mul_f64(jitter.clamp(0.0, 1.0))
+        .max(throttled)
+        .clamp(Duration::from_secs(1), MAX_QUEUE_DELAY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::identity::lookup_from as lookup;
+
+    #[test]
+    fn retry_delays_back_off_with_jitter_and_follow_retry_after() {
+        let s = Duration::from_secs;
+        let max = s(300);
+        let cases = [
+            (1, 1.0, s(0), s(1)),
+            (4, 1.0, s(0), s(8)),
+            (4, 0.5, s(0), s(4)),
+            (1, 0.5, s(0), s(1)),
+            (40, 1.0, s(0), max),
+            (1, 1.0, s(42), s(42)),
+            (9, 1.0, s(42), s(256)),
+            (1, 1.0, s(30 * 24 * 3600), s(7 * 24 * 3600)),
+        ];
+        for (attempt, jitter, throttled, want) in cases {
+            assert_eq!(
+                retry_delay(attempt, max, jitter, throttled),
+                want,
+                "attempt {attempt}, jitter {jitter}, Retry-After {throttled:?}"
+            );
+        }
+    }
 
     #[test]
     fn development_storage_is_shared_key_on_azurite() {

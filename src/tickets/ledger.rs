@@ -125,14 +125,12 @@ impl Ledger {
     /// The ledger in the app's state container; `None` (logged) without a blob endpoint.
     pub fn from_deps(deps: &crate::deps::Deps) -> Option<Self> {
         let container = deps.state_container.as_str();
-        match deps.storage.as_ref().map(|s| s.blob_container(container)) {
-            Some(Ok(c)) => Some(Self::new(c, container)),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "no blob endpoint: the ticket ledger is unavailable");
-                None
-            }
-            None => None,
-        }
+        crate::storage::optional_client(
+            deps.storage.as_ref(),
+            |s| s.blob_container(container),
+            "no blob endpoint: the ticket ledger is unavailable",
+        )
+        .map(|c| Self::new(c, container))
     }
 
     pub fn blob_name(survey_id: &str, response_id: &str) -> String {

@@ -123,14 +123,11 @@ impl Retrying {
         let storage = deps.storage.as_ref();
         let lookup = deps.lookup();
         let d = Self::default();
-        let queue = match storage.map(|s| s.queue(crate::poison::TRIGGER_QUEUE)) {
-            Some(Ok(q)) => Some(q),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "no queue endpoint: failed ticket requests cannot be re-enqueued, the host retries them");
-                None
-            }
-            None => None,
-        };
+        let queue = crate::storage::optional_client(
+            storage,
+            |s| s.queue(crate::poison::TRIGGER_QUEUE),
+            "no queue endpoint: failed ticket requests cannot be re-enqueued, the host retries them",
+        );
         Ok(Self {
             queue,
             lease_secs: secs_setting(lookup, "TICKET_LEASE_SECONDS", d.lease_secs, 15..=60)?,
@@ -150,25 +147,15 @@ impl Retrying {
     }
 }
 
-/// A whole number of seconds from setting `name` ([`crate::env::number`]), within `range`;
-/// a value out of range stops start-up rather than silently becoming the default.
+/// A whole number of seconds from setting `name`, within `range` ([`crate::env::number_in`]).
 fn secs_setting(
     lookup: crate::env::Lookup<'_>,
     name: &'static str,
     default: u64,
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<u64, TicketBuildError> {
-    let n = crate::env::number(lookup, name, default)
-        .map_err(|e| TicketBuildError::Settings(e.to_string()))?;
-    if range.contains(&n) {
-        return Ok(n);
-    }
-    // The value is not echoed: settings may be mistyped secrets.
-    Err(TicketBuildError::Settings(format!(
-        "setting {name} is not a whole number of seconds from {} to {}",
-        range.start(),
-        range.end()
-    )))
+    crate::env::number_in(lookup, name, default, range)
+        .map_err(|e| TicketBuildError::Settings(e.to_string()))
 }
 
 impl TicketService {
@@ -345,17 +332,6 @@ fn claim_of(inv: &Invocation, msg: &QueueTrigger) -> Claim {
         invocation_id: inv.id.clone(),
         at: now_rfc3339(),
     }
-}
-
-/// How long attempt `attempt` (1-based) stays invisible: backoff 1 s, 2 s, 4 s, … capped at
-/// `max` and scaled by `jitter` (0.5–1), but never shorter than the system's `Retry-After`
-/// (`throttled`), and within what a queue accepts (1 s to 7 days).
-fn retry_delay(attempt: u32, max: Duration, jitter: f64, throttled: Duration) -> Duration {
-    let backoff = Duration::from_secs(1u64 << attempt.clamp(1, 20).saturating_sub(1)).min(max);
-    backoff
-        .mul_f64(jitter.clamp(0.0, 1.0))
-        .max(throttled)
-        .clamp(Duration::from_secs(1), crate::storage::MAX_QUEUE_DELAY)
 }
 
 struct Attempt<'a> {
@@ -545,7 +521,8 @@ impl Attempt<'_> {
             TicketSystem::Zendesk => self.svc.zendesk.as_ref().map(|z| &z.http),
         }
         .map_or(Duration::ZERO, |h| h.throttled_for());
-        let delay = retry_delay(attempt, self.svc.retrying.max_delay, jitter, throttled);
+        let delay =
+            crate::storage::retry_delay(attempt, self.svc.retrying.max_delay, jitter, throttled);
         (Retry { attempt, since }, delay)
     }
 
@@ -840,32 +817,7 @@ impl Attempt<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::retry_delay;
     use crate::config::BridgeConfig;
-    use std::time::Duration;
-
-    #[test]
-    fn retry_delays_back_off_with_jitter_and_follow_retry_after() {
-        let s = Duration::from_secs;
-        let max = s(300);
-        let cases = [
-            (1, 1.0, s(0), s(1)),
-            (4, 1.0, s(0), s(8)),
-            (4, 0.5, s(0), s(4)),
-            (1, 0.5, s(0), s(1)),
-            (40, 1.0, s(0), max),
-            (1, 1.0, s(42), s(42)),
-            (9, 1.0, s(42), s(256)),
-            (1, 1.0, s(30 * 24 * 3600), s(7 * 24 * 3600)),
-        ];
-        for (attempt, jitter, throttled, want) in cases {
-            assert_eq!(
-                retry_delay(attempt, max, jitter, throttled),
-                want,
-                "attempt {attempt}, jitter {jitter}, Retry-After {throttled:?}"
-            );
-        }
-    }
 
     #[test]
     fn broken_rules_and_templates_name_line_and_field() {

@@ -25,6 +25,8 @@
 //!   a POST body must be sent as `Content-Type: application/json` (415 otherwise). Every call
 //!   is recorded (`calls`); `served` gives the exact text of every response, so tests can
 //!   compare exported lines with what the fake served.
+//! * Closing the loop (`qualtrics_loop.rs`): response update, mailing-list contacts,
+//!   distributions and JSON Events, with the same gate.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -41,6 +43,9 @@ use std::time::Duration;
 
 #[path = "qualtrics_definitions.rs"]
 mod definitions;
+#[path = "qualtrics_loop.rs"]
+mod loop_routes;
+pub use loop_routes::{FakeDistribution, FakeJsonEvent, LoopCall, ResponseUpdate};
 
 /// One recorded call.
 #[derive(Debug, Clone)]
@@ -128,6 +133,8 @@ struct Inner {
     faults: Faults,
     calls: Vec<Call>,
     compression: u32,
+    /// Closing-the-loop routes' state.
+    close_loop: loop_routes::LoopState,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -263,6 +270,7 @@ impl FakeQualtrics {
             faults: Faults::default(),
             calls: Vec::new(),
             compression: 1,
+            close_loop: Default::default(),
         }));
         let app = Router::new()
             .route("/API/v3/surveys/{sid}/export-responses", post(start_export))
@@ -287,6 +295,7 @@ impl FakeQualtrics {
                 "/API/v3/eventsubscriptions/{id}",
                 get(one_subscription).delete(delete_subscription),
             )
+            .merge(loop_routes::routes())
             .with_state(inner.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -721,7 +730,11 @@ async fn one_response(
         }
     });
     match found {
-        Some(text) => ok(serde_json::from_str(&text).unwrap_or(Value::Null)),
+        Some(text) => {
+            let mut v = serde_json::from_str(&text).unwrap_or(Value::Null);
+            loop_routes::decorate(&i, &rid, &mut v);
+            ok(v)
+        }
         None => {
             set_last_status(&mut i, 404);
             envelope_error(StatusCode::NOT_FOUND, "Response not found")
