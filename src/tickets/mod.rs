@@ -24,6 +24,7 @@ pub mod config;
 pub mod http;
 pub mod ledger;
 pub mod mapping;
+pub mod open;
 pub mod rules;
 pub mod servicenow;
 pub mod zendesk;
@@ -65,6 +66,8 @@ pub struct TicketService {
     servicenow: Option<ServiceNow>,
     zendesk: Option<Zendesk>,
     ledger: Option<Ledger>,
+    /// The open-ticket index `TicketSync` reads (same container as the ledger).
+    open: Option<open::OpenIndex>,
     limits: TicketingLimits,
     retrying: Retrying,
     secrets: Arc<SecretsProvider>,
@@ -216,11 +219,17 @@ impl TicketService {
             }
             None => None,
         };
+        let open = deps
+            .storage
+            .as_ref()
+            .and_then(|s| s.blob_container(container).ok())
+            .map(open::OpenIndex::new);
         Ok(Self {
             mappings,
             servicenow,
             zendesk,
             ledger,
+            open,
             limits,
             retrying: Retrying::build(deps)?,
             secrets: deps.secrets.clone(),
@@ -839,10 +848,33 @@ impl Attempt<'_> {
                         "{why} (still refused after a secret refresh)"
                     )))
                 }
-                Ok(t) => return Ok(Outcome::Created(t)),
+                Ok(t) => {
+                    self.index(&t).await?;
+                    return Ok(Outcome::Created(t));
+                }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Puts the ticket in the open-ticket index before the ledger says `created`: a failure is
+    /// transient, and the retry finds the ticket by lookup and indexes it (never a second one).
+    async fn index(&self, t: &TicketRef) -> Result<(), CallError> {
+        let Some(index) = self.svc.open.as_ref() else {
+            return Ok(());
+        };
+        let entry = open::OpenTicket {
+            survey_id: self.request.survey_id.clone(),
+            response_id: self.request.response_id.clone(),
+            number: t.number.clone(),
+            created_at: now_rfc3339(),
+            last_synced: None,
+            missing_runs: 0,
+        };
+        index
+            .record(&t.system, &t.id, &entry)
+            .await
+            .map_err(|e| CallError::Transient(format!("open-ticket index: {e}")))
     }
 }
 
