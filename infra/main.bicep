@@ -60,6 +60,9 @@ param qualtricsBaseUrl string
 @description('NCRONTAB (6 fields, UTC) for ExportPoller.')
 param exportSchedule string = '0 */15 * * * *'
 
+@description('NCRONTAB (6 fields, UTC) for TicketSync (reconciles ticket states whose event was lost).')
+param ticketSyncSchedule string = '0 */30 * * * *'
+
 @description('ServiceNow instance URL (https://<instance>.service-now.com); empty disables ServiceNow.')
 param servicenowInstanceUrl string = ''
 
@@ -121,6 +124,7 @@ var exportContainerName = 'qualtrics-exports'
 var stateContainerName = 'bridge-state'
 var ticketQueueName = 'ticket-requests'
 var poisonQueueName = 'ticket-requests-poison'
+var loopQueueName = 'loop-requests'
 var deploymentContainerName = 'app-package'
 
 // ---- names --------------------------------------------------------------------------------
@@ -172,6 +176,7 @@ module storage 'modules/storage.bicep' = {
     stateContainerName: stateContainerName
     ticketQueueName: ticketQueueName
     poisonQueueName: poisonQueueName
+    loopQueueName: loopQueueName
     exportRetentionDays: exportRetentionDays
     exportCoolAfterDays: exportCoolAfterDays
   }
@@ -228,6 +233,10 @@ var baseAppSettings = [
   {
     name: 'EXPORT_SCHEDULE'
     value: exportSchedule
+  }
+  {
+    name: 'TICKET_SYNC_SCHEDULE'
+    value: ticketSyncSchedule
   }
   {
     name: 'EXPORT_CONTAINER'
@@ -309,6 +318,7 @@ module roles 'modules/roles.bicep' = {
     appInsightsName: monitoring.outputs.appInsightsName
     ticketQueueName: storage.outputs.ticketQueueName
     poisonQueueName: storage.outputs.poisonQueueName
+    loopQueueName: storage.outputs.loopQueueName
   }
 }
 

@@ -3,6 +3,7 @@
 //! start-up's routing. Adding a function is a module with its `SPEC` and service, a variant
 //! here, its arm in each `match`, and its `functions/{Name}/function.json`.
 
+use crate::close_loop::{self, TicketSyncService};
 use crate::config::BridgeConfig;
 use crate::deps::Deps;
 use crate::env::SettingError;
@@ -17,13 +18,15 @@ pub enum Function {
     QualtricsWebhook,
     ExportPoller,
     TicketCreator,
+    TicketSync,
 }
 
 impl Function {
-    pub const ALL: [Function; 3] = [
+    pub const ALL: [Function; 4] = [
         Function::QualtricsWebhook,
         Function::ExportPoller,
         Function::TicketCreator,
+        Function::TicketSync,
     ];
 
     pub fn spec(self) -> &'static FunctionSpec {
@@ -31,6 +34,7 @@ impl Function {
             Function::QualtricsWebhook => &webhook::SPEC,
             Function::ExportPoller => &export::SPEC,
             Function::TicketCreator => &tickets::SPEC,
+            Function::TicketSync => &close_loop::SYNC_SPEC,
         }
     }
 
@@ -47,6 +51,8 @@ pub enum BuildError {
     Tickets(#[from] TicketBuildError),
     #[error(transparent)]
     Export(#[from] SettingError),
+    #[error(transparent)]
+    Sync(#[from] close_loop::sync::SyncBuildError),
 }
 
 /// Every capability's state, built once at start-up from its slice of `bridge.toml` and the
@@ -56,6 +62,7 @@ pub struct Functions {
     webhook: WebhookService,
     export: ExportService,
     tickets: TicketService,
+    sync: TicketSyncService,
 }
 
 impl Functions {
@@ -86,10 +93,12 @@ impl Functions {
             .iter()
             .filter_map(|s| Some((s.id.as_str(), s.tickets.as_ref()?)));
         let tickets = TicketService::build(routes, &bridge.ticketing, deps)?;
+        let sync = TicketSyncService::build(&bridge.ticketing, deps)?;
         Ok(Self {
             webhook,
             export,
             tickets,
+            sync,
         })
     }
 
@@ -106,6 +115,7 @@ impl Functions {
             // on each call) as large.
             Function::ExportPoller => Box::pin(self.export.invoke(inv, envelope)).await,
             Function::TicketCreator => Box::pin(self.tickets.invoke(inv, envelope)).await,
+            Function::TicketSync => Box::pin(self.sync.invoke(inv, envelope)).await,
         }
     }
 }

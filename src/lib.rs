@@ -7,6 +7,7 @@
 
 pub mod analytics;
 pub mod cli;
+pub mod close_loop;
 pub mod config;
 pub mod deps;
 pub mod env;

@@ -13,6 +13,7 @@ param keyVaultName string
 param appInsightsName string
 param ticketQueueName string
 param poisonQueueName string
+param loopQueueName string
 
 @description('Grant Storage Table Data Contributor for host diagnostic events (recommended by the Functions docs).')
 param grantTableDataContributor bool = true
@@ -49,6 +50,11 @@ resource ticketQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
 resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
   parent: queueService
   name: poisonQueueName
+}
+
+resource loopQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
+  parent: queueService
+  name: loopQueueName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2024-11-01' existing = {
@@ -109,6 +115,18 @@ resource appPoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
     description: 'qualtrics-bridge: deadletter output and host poison handling'
+  }
+}
+
+// TicketSync only adds messages to loop-requests (its `loop` output): Message Sender, on that queue.
+resource appLoopSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(loopQueue.id, appPrincipalId, roles.storageQueueDataMessageSender)
+  scope: loopQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'qualtrics-bridge: TicketSync loop output'
   }
 }
 

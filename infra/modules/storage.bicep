@@ -34,6 +34,9 @@ param ticketQueueName string
 @description('Poison queue: permanent failures and messages past maxDequeueCount.')
 param poisonQueueName string
 
+@description('Queue of observed ticket states (loop requests), written by TicketSync.')
+param loopQueueName string
+
 @description('Delete exported blobs this many days after their last modification; 0 disables the lifecycle rule.')
 @minValue(0)
 param exportRetentionDays int = 0
@@ -142,7 +145,7 @@ resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2025-01-0
   name: 'default'
 }
 
-// Both queues are pre-created so the host never needs the right to create queues.
+// Every queue is pre-created so the host never needs the right to create queues.
 resource ticketQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' = {
   parent: queueService
   name: ticketQueueName
@@ -151,6 +154,11 @@ resource ticketQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
 resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' = {
   parent: queueService
   name: poisonQueueName
+}
+
+resource loopQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' = {
+  parent: queueService
+  name: loopQueueName
 }
 
 var exportLifecycleActions = union(
@@ -193,5 +201,6 @@ output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output deploymentContainerUrl string = '${storage.properties.primaryEndpoints.blob}${deploymentContainer.name}'
 output ticketQueueName string = ticketQueue.name
 output poisonQueueName string = poisonQueue.name
+output loopQueueName string = loopQueue.name
 output exportContainerName string = exportContainer.name
 output stateContainerName string = stateContainer.name
