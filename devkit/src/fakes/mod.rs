@@ -6,6 +6,7 @@ pub mod identity;
 pub mod keyvault;
 pub mod qualtrics;
 pub mod servicenow;
+pub mod ticket_events;
 pub mod ticketing;
 pub mod tls;
 pub mod zendesk;
