@@ -10,7 +10,8 @@
 //! 3. Fetch the response from Qualtrics, evaluate the survey's rule (`rules.rs`); no → `skipped`.
 //! 4. Look the ticket up in the target system (ServiceNow `correlation_id`, Zendesk
 //!    `external_id`) so a crash between create and the ledger update never doubles a ticket;
-//!    create it only if absent (Zendesk also with an `Idempotency-Key`); record `created`.
+//!    create it only if absent (Zendesk also with an `Idempotency-Key`); put it in the
+//!    open-ticket index `TicketSync` reads (`open.rs`); record `created`.
 //!
 //! Failure classes: 429 with a short `Retry-After` is waited out (one gate per system, shared
 //! by all invocations). Anything transient (5xx, timeouts, long 429s, a busy claim, a storage

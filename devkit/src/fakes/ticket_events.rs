@@ -114,8 +114,8 @@ impl EventSender {
     /// Sends whatever is held (a held event with no later event would otherwise never go).
     pub fn flush(&self) {
         let held = std::mem::take(&mut self.lock().held);
-        for e in held {
-            self.spawn(e, Duration::ZERO);
+        if !held.is_empty() {
+            self.spawn(Duration::ZERO, held);
         }
     }
 
@@ -135,43 +135,42 @@ impl EventSender {
             }
             (d, released)
         };
-        match delivery {
-            Delivery::Drop | Delivery::Hold => {}
-            Delivery::Deliver => self.spawn(event, Duration::ZERO),
-            Delivery::Duplicate => {
-                self.spawn(event.clone(), Duration::ZERO);
-                self.spawn(event, Duration::from_millis(20));
-            }
-            Delivery::Delay(d) => self.spawn(event, d),
-        }
-        // Sent after the event that released them, so they arrive out of order.
-        for e in released {
-            self.spawn(e, Duration::from_millis(50));
-        }
+        // One task per emit, sending in order: the duplicate after the original, the events
+        // this one releases after it, so they arrive out of order.
+        let (delay, mut batch) = match delivery {
+            Delivery::Drop | Delivery::Hold => return,
+            Delivery::Deliver => (Duration::ZERO, vec![event]),
+            Delivery::Duplicate => (Duration::ZERO, vec![event.clone(), event]),
+            Delivery::Delay(d) => (d, vec![event]),
+        };
+        batch.extend(released);
+        self.spawn(delay, batch);
     }
 
-    fn spawn(&self, event: Event, delay: Duration) {
+    fn spawn(&self, delay: Duration, events: Vec<Event>) {
         let Some(target) = self.target() else {
             return;
         };
-        self.lock().in_flight += 1;
+        self.lock().in_flight += events.len();
         let me = self.clone();
         tokio::spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let mut req = me
-                .client
-                .post(&target.url)
-                .timeout(Duration::from_secs(12)) // Zendesk's fixed webhook timeout
-                .body(event.body.clone());
-            for (k, v) in event.headers.iter().chain(target.headers.iter()) {
-                req = req.header(k, v);
+            for event in events {
+                let mut req = me
+                    .client
+                    .post(&target.url)
+                    .timeout(Duration::from_secs(12)) // Zendesk's fixed webhook timeout
+                    .body(event.body.clone());
+                for (k, v) in event.headers.iter().chain(target.headers.iter()) {
+                    req = req.header(k, v);
+                }
+                let status = req.send().await.ok().map(|r| r.status().as_u16());
+                let mut s = me.lock();
+                s.in_flight -= 1;
+                s.sent.push(Sent { event, status });
             }
-            let status = req.send().await.ok().map(|r| r.status().as_u16());
-            let mut s = me.lock();
-            s.in_flight -= 1;
-            s.sent.push(Sent { event, status });
         });
     }
 }
@@ -341,5 +340,84 @@ mod tests {
             ),
             "TMUBABScB+UDBH6ltYZn+sAG70vpo6krpMM9QPfr//g="
         );
+    }
+
+    /// Drop, duplicate and reorder as scripted, every delivery signed over its exact bytes.
+    #[tokio::test]
+    async fn faults_shape_what_arrives_and_every_copy_verifies() {
+        use axum::http::HeaderMap;
+        let got: Arc<Mutex<Vec<(HeaderMap, String)>>> = Arc::default();
+        let sink = got.clone();
+        let app = axum::Router::new().route(
+            "/events",
+            axum::routing::post(move |h: HeaderMap, body: String| async move {
+                sink.lock().expect("sink").push((h, body));
+                "ok"
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/events", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let sender = EventSender::default();
+        sender.set_target(Some(EventTarget {
+            url,
+            secret: "s3cret".into(),
+            headers: vec![("x-functions-key".into(), "k".into())],
+        }));
+        for d in [
+            Delivery::Drop,
+            Delivery::Duplicate,
+            Delivery::Hold,
+            Delivery::Deliver,
+        ] {
+            sender.push(d);
+        }
+        let ticket = |n: u64, status: &str| serde_json::json!({"id": n, "status": status, "external_id": "qualtrics:SV_1:R_1", "updated_at": "2026-12-01T00:00:00Z"});
+        let now = std::time::SystemTime::now();
+        for n in 1..=4 {
+            sender.emit(zendesk_status_changed(
+                "s3cret",
+                &ticket(n, "solved"),
+                "open",
+                now,
+            ));
+        }
+        for _ in 0..200 {
+            if got.lock().expect("sink").len() == 4 && sender.in_flight() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let got = got.lock().expect("sink").clone();
+        let ids: Vec<String> = got
+            .iter()
+            .map(|(_, b)| {
+                let v: serde_json::Value = serde_json::from_str(b).expect("json");
+                v["detail"]["id"].as_str().expect("id").to_string()
+            })
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["2", "2", "3", "4"], "1 dropped, 2 twice: {ids:?}");
+        let at = |id: &str| ids.iter().position(|i| i == id);
+        assert!(
+            at("3") > at("4"),
+            "the held event arrives after the next one: {ids:?}"
+        );
+        assert_eq!(sender.built().len(), 4);
+        for (h, body) in &got {
+            let header = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            assert_eq!(
+                header("x-zendesk-webhook-signature"),
+                sign(
+                    "s3cret",
+                    header("x-zendesk-webhook-signature-timestamp"),
+                    body.as_bytes()
+                )
+            );
+            assert_eq!(header("x-functions-key"), "k");
+        }
     }
 }
