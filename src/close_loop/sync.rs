@@ -419,10 +419,21 @@ impl TicketSyncService {
                 tally.deferred.push(name.to_string());
                 return Ok(());
             }
-            let page = index
+            let page = match index
                 .page(name, cursor.marker.as_deref(), self.settings.batch)
                 .await
-                .map_err(|e| e.to_string())?;
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    // A marker the service no longer accepts would stop every later run here:
+                    // start the next run from the beginning instead.
+                    if cursor.marker.take().is_some() {
+                        let _ =
+                            save_cursor(&cursor_client, &cursor_blob, &cursor, etag.as_ref()).await;
+                    }
+                    return Err(e.to_string());
+                }
+            };
             for u in &page.unreadable {
                 tracing::warn!(system = name, blob = %u, "open-ticket index entry is not readable: left in place");
                 tally.skipped += 1;

@@ -194,6 +194,38 @@ impl ServiceNow {
         let _ = secrets.refresh(self.secret_name()).await;
     }
 
+    /// The rows of `GET /api/now/table/incident?{query}` (`what` names the call in errors).
+    async fn rows(
+        &self,
+        secrets: &SecretsProvider,
+        what: &str,
+        query: &[(&str, String)],
+        spent: &mut Duration,
+    ) -> Result<Vec<Value>, CallError> {
+        let auth = self.authorization(secrets, spent).await?;
+        let url = self.url("/api/now/table/incident");
+        let r = self
+            .http
+            .send(what, spent, || {
+                self.http
+                    .client
+                    .get(&url)
+                    .query(query)
+                    .header("authorization", &auth)
+                    .header("accept", "application/json")
+            })
+            .await?;
+        if r.status != 200 {
+            return Err(classify("ServiceNow", what, &r, detail(&r)));
+        }
+        match r.json()?["result"].take() {
+            Value::Array(rows) => Ok(rows),
+            _ => Err(CallError::Transient(format!(
+                "ServiceNow {what}: reply has no result array"
+            ))),
+        }
+    }
+
     /// The incident whose `correlation_id` is exactly `correlation`, if any.
     pub async fn find(
         &self,
@@ -201,34 +233,13 @@ impl ServiceNow {
         correlation: &str,
         spent: &mut Duration,
     ) -> Result<Option<TicketRef>, CallError> {
-        let auth = self.authorization(secrets, spent).await?;
-        let url = self.url("/api/now/table/incident");
         let query = [
             ("sysparm_query", format!("correlation_id={correlation}")),
             ("sysparm_limit", "1".to_string()),
             ("sysparm_fields", "sys_id,number,correlation_id".to_string()),
             ("sysparm_no_count", "true".to_string()),
         ];
-        let r = self
-            .http
-            .send("lookup", spent, || {
-                self.http
-                    .client
-                    .get(&url)
-                    .query(&query)
-                    .header("authorization", &auth)
-                    .header("accept", "application/json")
-            })
-            .await?;
-        if r.status != 200 {
-            return Err(classify("ServiceNow", "lookup", &r, detail(&r)));
-        }
-        let v = r.json()?;
-        let Some(rows) = v["result"].as_array() else {
-            return Err(CallError::Transient(
-                "ServiceNow lookup: reply has no result array".into(),
-            ));
-        };
+        let rows = self.rows(secrets, "lookup", &query, spent).await?;
         let Some(row) = rows.first() else {
             return Ok(None);
         };
@@ -322,8 +333,6 @@ impl ServiceNow {
                 "ServiceNow state read takes at most {STATES_MAX} sys_ids of 32 hex characters"
             )));
         }
-        let auth = self.authorization(secrets, spent).await?;
-        let url = self.url("/api/now/table/incident");
         let query = [
             ("sysparm_query", format!("sys_idIN{}", sys_ids.join(","))),
             ("sysparm_fields", STATE_FIELDS.to_string()),
@@ -331,28 +340,9 @@ impl ServiceNow {
             ("sysparm_limit", sys_ids.len().to_string()),
             ("sysparm_no_count", "true".to_string()),
         ];
-        let r = self
-            .http
-            .send("state read", spent, || {
-                self.http
-                    .client
-                    .get(&url)
-                    .query(&query)
-                    .header("authorization", &auth)
-                    .header("accept", "application/json")
-            })
-            .await?;
-        if r.status != 200 {
-            return Err(classify("ServiceNow", "state read", &r, detail(&r)));
-        }
-        let v = r.json()?;
-        let Some(rows) = v["result"].as_array() else {
-            return Err(CallError::Transient(
-                "ServiceNow state read: reply has no result array".into(),
-            ));
-        };
+        let rows = self.rows(secrets, "state read", &query, spent).await?;
         let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
+        for row in &rows {
             let field = |k: &str| row[k].as_str().unwrap_or_default().to_string();
             let id = field("sys_id");
             if !sys_ids.contains(&id.as_str()) {

@@ -343,20 +343,6 @@ fn done(
     r
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 async fn create(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let path = "/api/v2/tickets";
     let (fault, delay, extra) = match gate(&shared, &headers, Route::Create, "POST", path) {
@@ -463,7 +449,7 @@ async fn create(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         let mut inner = shared.inner.lock().expect("lock");
         let id = inner.next_id;
         inner.next_id += 1;
-        let created = rfc3339(now);
+        let created = ticket_events::rfc3339(now);
         let mut tags: Vec<String> = t["tags"]
             .as_array()
             .into_iter()
@@ -555,13 +541,10 @@ async fn list(
     headers: HeaderMap,
 ) -> Response {
     let path = "/api/v2/tickets";
-    let (_f, delay, extra) = match gate(&shared, &headers, Route::Lookup, "GET", path) {
+    let extra = match read_gate(&shared, &headers, path).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
     let tickets: Vec<Value> = {
         let inner = shared.inner.lock().expect("lock");
         inner
@@ -575,13 +558,7 @@ async fn list(
             .map(|t| t.json.clone())
             .collect()
     };
-    let count = tickets.len();
-    let r = json_resp(
-        200,
-        json!({"tickets": tickets, "next_page": null, "previous_page": null, "count": count})
-            .to_string(),
-    );
-    done(&shared, "GET", path, r, extra, None)
+    tickets_reply(&shared, path, tickets, extra)
 }
 
 async fn show(
@@ -630,7 +607,7 @@ fn set_status(shared: &Shared, id: u64, status: &str) -> Result<(), String> {
             return Err("Status: closed prevents ticket update".into());
         }
         t.json["status"] = json!(status);
-        t.json["updated_at"] = json!(rfc3339(now));
+        t.json["updated_at"] = json!(ticket_events::rfc3339(now));
         (t.json.clone(), previous)
     };
     if previous != status {
@@ -668,13 +645,10 @@ async fn show_many(
     headers: HeaderMap,
 ) -> Response {
     let path = "/api/v2/tickets/show_many";
-    let (_f, delay, extra) = match gate(&shared, &headers, Route::Lookup, "GET", path) {
+    let extra = match read_gate(&shared, &headers, path).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
     let ids: Vec<u64> = q
         .get("ids")
         .map(|s| s.split(',').filter_map(|i| i.trim().parse().ok()).collect())
@@ -693,11 +667,29 @@ async fn show_many(
             .map(|t| t.json.clone())
             .collect()
     };
+    tickets_reply(&shared, path, tickets, extra)
+}
+
+/// A read's gate (auth, limit, faults) and its scripted delay; `Ok`: the headers to add.
+async fn read_gate(
+    shared: &Shared,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<HeaderMap, Response> {
+    let (_f, delay, extra) = gate(shared, headers, Route::Lookup, "GET", path)?;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    Ok(extra)
+}
+
+/// A list of tickets in the offset-pagination shape (one page).
+fn tickets_reply(shared: &Shared, path: &str, tickets: Vec<Value>, extra: HeaderMap) -> Response {
     let count = tickets.len();
     let r = json_resp(
         200,
         json!({"tickets": tickets, "next_page": null, "previous_page": null, "count": count})
             .to_string(),
     );
-    done(&shared, "GET", path, r, extra, None)
+    done(shared, "GET", path, r, extra, None)
 }
