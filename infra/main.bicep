@@ -60,6 +60,9 @@ param qualtricsBaseUrl string
 @description('NCRONTAB (6 fields, UTC) for ExportPoller.')
 param exportSchedule string = '0 */15 * * * *'
 
+@description('NCRONTAB (6 fields, UTC) for TicketSync (reconciles ticket states whose event was lost).')
+param ticketSyncSchedule string = '0 */30 * * * *'
+
 @description('ServiceNow instance URL (https://<instance>.service-now.com); empty disables ServiceNow.')
 param servicenowInstanceUrl string = ''
 
@@ -232,6 +235,10 @@ var baseAppSettings = [
   {
     name: 'EXPORT_SCHEDULE'
     value: exportSchedule
+  }
+  {
+    name: 'TICKET_SYNC_SCHEDULE'
+    value: ticketSyncSchedule
   }
   {
     name: 'EXPORT_CONTAINER'

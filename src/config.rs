@@ -94,6 +94,21 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
         meaning: "blob container for export state and the ticket ledger",
     },
     SettingSpec {
+        name: "TICKET_SYNC_SCHEDULE",
+        source: SettingSource::Deployment,
+        meaning: "NCRONTAB for TicketSync (read by the host)",
+    },
+    SettingSpec {
+        name: "TICKET_SYNC_TIME_BUDGET_SECONDS",
+        source: SettingSource::Default("240"),
+        meaning: "TicketSync starts no batch once less than a sixth of this budget is left; the rest resumes next run",
+    },
+    SettingSpec {
+        name: "TICKET_SYNC_BATCH_SIZE",
+        source: SettingSource::Default("100"),
+        meaning: "tickets per state read of TicketSync (1 to 100: Zendesk show_many's maximum)",
+    },
+    SettingSpec {
         name: "EXPORT_TIME_BUDGET_SECONDS",
         source: SettingSource::Default("420"),
         meaning: "ExportPoller stops starting new work when this budget (well under the 10 min function timeout) runs short; the rest resumes next run",

@@ -3,7 +3,9 @@
 //! start-up's routing. Adding a function is a module with its `SPEC` and service, a variant
 //! here, its arm in each `match`, and its `functions/{Name}/function.json`.
 
-use crate::close_loop::{self, LoopBuildError, LoopService, TicketEventsService};
+use crate::close_loop::{
+    self, LoopBuildError, LoopService, TicketEventsService, TicketSyncService,
+};
 use crate::config::BridgeConfig;
 use crate::deps::Deps;
 use crate::env::SettingError;
@@ -20,15 +22,17 @@ pub enum Function {
     TicketCreator,
     TicketEvents,
     LoopCloser,
+    TicketSync,
 }
 
 impl Function {
-    pub const ALL: [Function; 5] = [
+    pub const ALL: [Function; 6] = [
         Function::QualtricsWebhook,
         Function::ExportPoller,
         Function::TicketCreator,
         Function::TicketEvents,
         Function::LoopCloser,
+        Function::TicketSync,
     ];
 
     pub fn spec(self) -> &'static FunctionSpec {
@@ -38,6 +42,7 @@ impl Function {
             Function::TicketCreator => &tickets::SPEC,
             Function::TicketEvents => &close_loop::intake::SPEC,
             Function::LoopCloser => &close_loop::closer::SPEC,
+            Function::TicketSync => &close_loop::sync::SPEC,
         }
     }
 
@@ -56,6 +61,8 @@ pub enum BuildError {
     Export(#[from] SettingError),
     #[error(transparent)]
     Loop(#[from] LoopBuildError),
+    #[error(transparent)]
+    Sync(#[from] close_loop::sync::SyncBuildError),
 }
 
 /// Every capability's state, built once at start-up from its slice of `bridge.toml` and the
@@ -67,6 +74,7 @@ pub struct Functions {
     tickets: TicketService,
     ticket_events: TicketEventsService,
     loop_closer: LoopService,
+    ticket_sync: TicketSyncService,
 }
 
 impl Functions {
@@ -102,12 +110,14 @@ impl Functions {
             .iter()
             .filter_map(|s| Some((s.id.as_str(), s.close_loop.as_ref()?.get_ref())));
         let loop_closer = LoopService::build(loops, deps)?;
+        let ticket_sync = TicketSyncService::build(&bridge.ticketing, deps)?;
         Ok(Self {
             webhook,
             export,
             tickets,
             ticket_events,
             loop_closer,
+            ticket_sync,
         })
     }
 
@@ -126,6 +136,7 @@ impl Functions {
             Function::TicketCreator => Box::pin(self.tickets.invoke(inv, envelope)).await,
             Function::TicketEvents => Box::pin(self.ticket_events.invoke(inv, envelope)).await,
             Function::LoopCloser => Box::pin(self.loop_closer.invoke(inv, envelope)).await,
+            Function::TicketSync => Box::pin(self.ticket_sync.invoke(inv, envelope)).await,
         }
     }
 }

@@ -34,10 +34,7 @@ param ticketQueueName string
 @description('Poison queue: permanent failures and messages past maxDequeueCount.')
 param poisonQueueName string
 
-@description('Queue written by TicketEvents: ticket state changes matched to their responses.')
-param loopQueueName string
-
-@description('Queue read by LoopCloser (ticket states going back to Qualtrics).')
+@description('Ticket states matched to their responses: written by TicketEvents and TicketSync, read by LoopCloser.')
 param loopQueueName string
 
 @description('LoopCloser poison queue: permanent failures and messages past maxDequeueCount.')

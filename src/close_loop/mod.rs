@@ -3,6 +3,8 @@
 //!
 //! * `intake` — `TicketEvents`: verified ticket events (`verify`, `events`) matched to their
 //!   response through the ticket ledger, queued on `loop-requests`.
+//! * `sync` — `TicketSync`: the timer that finds the transitions whose event never arrived
+//!   (the open-ticket index, read in batches from each ticket system), queued the same way.
 //! * `closer` — `LoopCloser`: applies each queued state to Qualtrics per `[surveys.loop]`
 //!   (`config`), from its own loop ledger (`ledger`).
 //!
@@ -14,8 +16,10 @@ pub mod config;
 pub mod events;
 pub mod intake;
 pub mod ledger;
+pub mod sync;
 pub mod verify;
 
 pub use closer::{LoopBuildError, LoopService, POISON_QUEUE, TRIGGER_QUEUE};
 pub use config::LoopConfig;
 pub use intake::TicketEventsService;
+pub use sync::TicketSyncService;

@@ -10,7 +10,8 @@
 //! 3. Fetch the response from Qualtrics, evaluate the survey's rule (`rules.rs`); no → `skipped`.
 //! 4. Look the ticket up in the target system (ServiceNow `correlation_id`, Zendesk
 //!    `external_id`) so a crash between create and the ledger update never doubles a ticket;
-//!    create it only if absent (Zendesk also with an `Idempotency-Key`); record `created`.
+//!    create it only if absent (Zendesk also with an `Idempotency-Key`); put it in the
+//!    open-ticket index `TicketSync` reads (`open.rs`); record `created`.
 //!
 //! Failure classes: 429 with a short `Retry-After` is waited out (one gate per system, shared
 //! by all invocations). Anything transient (5xx, timeouts, long 429s, a busy claim, a storage
@@ -24,6 +25,7 @@ pub mod config;
 pub mod http;
 pub mod ledger;
 pub mod mapping;
+pub mod open;
 pub mod rules;
 pub mod servicenow;
 pub mod zendesk;
@@ -65,6 +67,8 @@ pub struct TicketService {
     servicenow: Option<ServiceNow>,
     zendesk: Option<Zendesk>,
     ledger: Option<Ledger>,
+    /// The open-ticket index `TicketSync` reads (same container as the ledger).
+    open: Option<open::OpenIndex>,
     limits: TicketingLimits,
     retrying: Retrying,
     secrets: Arc<SecretsProvider>,
@@ -195,11 +199,18 @@ impl TicketService {
             }
         }
         let ledger = Ledger::from_deps(deps);
+        let open = crate::storage::optional_client(
+            deps.storage.as_ref(),
+            |s| s.blob_container(deps.state_container.as_str()),
+            "no blob endpoint: the open-ticket index is unavailable",
+        )
+        .map(open::OpenIndex::new);
         Ok(Self {
             mappings,
             servicenow,
             zendesk,
             ledger,
+            open,
             limits,
             retrying: Retrying::build(deps)?,
             secrets: deps.secrets.clone(),
@@ -808,10 +819,33 @@ impl Attempt<'_> {
                         "{why} (still refused after a secret refresh)"
                     )))
                 }
-                Ok(t) => return Ok(Outcome::Created(t)),
+                Ok(t) => {
+                    self.index(&t).await?;
+                    return Ok(Outcome::Created(t));
+                }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Puts the ticket in the open-ticket index before the ledger says `created`: a failure is
+    /// transient, and the retry finds the ticket by lookup and indexes it (never a second one).
+    async fn index(&self, t: &TicketRef) -> Result<(), CallError> {
+        let Some(index) = self.svc.open.as_ref() else {
+            return Ok(());
+        };
+        let entry = open::OpenTicket {
+            survey_id: self.request.survey_id.clone(),
+            response_id: self.request.response_id.clone(),
+            number: t.number.clone(),
+            created_at: now_rfc3339(),
+            last_synced: None,
+            missing_runs: 0,
+        };
+        index
+            .record(&t.system, &t.id, &entry)
+            .await
+            .map_err(|e| CallError::Transient(format!("open-ticket index: {e}")))
     }
 }
 

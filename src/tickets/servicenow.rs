@@ -8,6 +8,8 @@ use super::config::TicketingLimits;
 use super::http::{classify, CallError, Endpoint, Reply};
 use super::ledger::TicketRef;
 use super::mapping::Draft;
+use super::open::Observed;
+use crate::messages::TicketState;
 use crate::secrets::{SecretName, SecretsProvider};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -15,6 +17,11 @@ use serde_json::{json, Map, Value};
 use std::time::{Duration, Instant};
 
 pub const CORRELATION_DISPLAY: &str = "qualtrics-bridge";
+/// The most `sys_id`s one state read asks for: 100 ids are about 3.3 KB of query string, well
+/// under the URL limits in front of an instance, and one page of the reply.
+pub const STATES_MAX: usize = 100;
+const STATE_FIELDS: &str =
+    "sys_id,number,state,close_code,sys_updated_on,sys_mod_count,correlation_id";
 
 #[derive(Debug)]
 enum Auth {
@@ -45,7 +52,32 @@ fn detail(r: &Reply) -> String {
     }
 }
 
+/// `sys_updated_on` (`YYYY-MM-DD HH:MM:SS`, UTC) as RFC 3339; anything else is kept as is
+/// (it then orders before every real time, see `LoopRequest::order_key`).
+pub fn rfc3339_of(glide: &str) -> String {
+    match glide.split_once(' ') {
+        Some((d, t)) if glide.len() == 19 => format!("{d}T{t}Z"),
+        _ => glide.to_string(),
+    }
+}
+
+/// A `sys_id`: 32 hexadecimal characters (nothing that could change an encoded query).
+pub fn is_sys_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 impl ServiceNow {
+    /// The canonical state of an incident `state` (reference `close-the-loop.md` §3.1, §8:
+    /// the Helsinki-and-later numbers).
+    pub fn state_of(state: &str) -> TicketState {
+        match state.trim() {
+            "6" => TicketState::Resolved,
+            "7" => TicketState::Closed,
+            "8" => TicketState::Canceled,
+            _ => TicketState::Open,
+        }
+    }
+
     /// From `SERVICENOW_INSTANCE_URL` and `SERVICENOW_USERNAME` / `SERVICENOW_CLIENT_ID`.
     pub fn from_settings(
         lookup: &dyn Fn(&str) -> Option<String>,
@@ -162,6 +194,38 @@ impl ServiceNow {
         let _ = secrets.refresh(self.secret_name()).await;
     }
 
+    /// The rows of `GET /api/now/table/incident?{query}` (`what` names the call in errors).
+    async fn rows(
+        &self,
+        secrets: &SecretsProvider,
+        what: &str,
+        query: &[(&str, String)],
+        spent: &mut Duration,
+    ) -> Result<Vec<Value>, CallError> {
+        let auth = self.authorization(secrets, spent).await?;
+        let url = self.url("/api/now/table/incident");
+        let r = self
+            .http
+            .send(what, spent, || {
+                self.http
+                    .client
+                    .get(&url)
+                    .query(query)
+                    .header("authorization", &auth)
+                    .header("accept", "application/json")
+            })
+            .await?;
+        if r.status != 200 {
+            return Err(classify("ServiceNow", what, &r, detail(&r)));
+        }
+        match r.json()?["result"].take() {
+            Value::Array(rows) => Ok(rows),
+            _ => Err(CallError::Transient(format!(
+                "ServiceNow {what}: reply has no result array"
+            ))),
+        }
+    }
+
     /// The incident whose `correlation_id` is exactly `correlation`, if any.
     pub async fn find(
         &self,
@@ -169,34 +233,13 @@ impl ServiceNow {
         correlation: &str,
         spent: &mut Duration,
     ) -> Result<Option<TicketRef>, CallError> {
-        let auth = self.authorization(secrets, spent).await?;
-        let url = self.url("/api/now/table/incident");
         let query = [
             ("sysparm_query", format!("correlation_id={correlation}")),
             ("sysparm_limit", "1".to_string()),
             ("sysparm_fields", "sys_id,number,correlation_id".to_string()),
             ("sysparm_no_count", "true".to_string()),
         ];
-        let r = self
-            .http
-            .send("lookup", spent, || {
-                self.http
-                    .client
-                    .get(&url)
-                    .query(&query)
-                    .header("authorization", &auth)
-                    .header("accept", "application/json")
-            })
-            .await?;
-        if r.status != 200 {
-            return Err(classify("ServiceNow", "lookup", &r, detail(&r)));
-        }
-        let v = r.json()?;
-        let Some(rows) = v["result"].as_array() else {
-            return Err(CallError::Transient(
-                "ServiceNow lookup: reply has no result array".into(),
-            ));
-        };
+        let rows = self.rows(secrets, "lookup", &query, spent).await?;
         let Some(row) = rows.first() else {
             return Ok(None);
         };
@@ -274,5 +317,75 @@ impl ServiceNow {
             number: v["result"]["number"].as_str().map(str::to_owned),
             found_by_lookup: false,
         })
+    }
+
+    /// The current state of up to [`STATES_MAX`] incidents (`sysparm_query=sys_idIN…`);
+    /// incidents the instance no longer has are absent from the reply. A row that was not
+    /// asked for means the instance ignored the query: an error, never a wrong state.
+    pub async fn states(
+        &self,
+        secrets: &SecretsProvider,
+        sys_ids: &[&str],
+        spent: &mut Duration,
+    ) -> Result<Vec<Observed>, CallError> {
+        if sys_ids.len() > STATES_MAX || !sys_ids.iter().all(|s| is_sys_id(s)) {
+            return Err(CallError::Permanent(format!(
+                "ServiceNow state read takes at most {STATES_MAX} sys_ids of 32 hex characters"
+            )));
+        }
+        let query = [
+            ("sysparm_query", format!("sys_idIN{}", sys_ids.join(","))),
+            ("sysparm_fields", STATE_FIELDS.to_string()),
+            ("sysparm_exclude_reference_link", "true".to_string()),
+            ("sysparm_limit", sys_ids.len().to_string()),
+            ("sysparm_no_count", "true".to_string()),
+        ];
+        let rows = self.rows(secrets, "state read", &query, spent).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let field = |k: &str| row[k].as_str().unwrap_or_default().to_string();
+            let id = field("sys_id");
+            if !sys_ids.contains(&id.as_str()) {
+                return Err(CallError::Permanent(
+                    "ServiceNow state read returned an incident that was not asked for: the instance is not honouring sys_idIN".into(),
+                ));
+            }
+            let status = field("state");
+            let close_code = field("close_code");
+            let number = field("number");
+            out.push(Observed {
+                id,
+                number: (!number.is_empty()).then_some(number),
+                state: Self::state_of(&status),
+                status: status.to_ascii_lowercase(),
+                close_code: (!close_code.is_empty()).then_some(close_code),
+                changed_at: rfc3339_of(&field("sys_updated_on")),
+                sequence: field("sys_mod_count").parse().ok(),
+                correlation: row["correlation_id"].as_str().map(str::to_owned),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_and_times_map_as_the_reference_says() {
+        for (s, want) in [
+            ("1", TicketState::Open),
+            ("3", TicketState::Open),
+            ("6", TicketState::Resolved),
+            ("7", TicketState::Closed),
+            ("8", TicketState::Canceled),
+        ] {
+            assert_eq!(ServiceNow::state_of(s), want, "{s}");
+        }
+        assert_eq!(rfc3339_of("2026-01-05 10:38:50"), "2026-01-05T10:38:50Z");
+        assert_eq!(rfc3339_of("yesterday"), "yesterday");
+        assert!(is_sys_id("c537bae64f411200adf9f8e18110c76e"));
+        assert!(!is_sys_id("c537bae64f411200adf9f8e18110c76e^ORDERBYx"));
     }
 }

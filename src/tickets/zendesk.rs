@@ -7,6 +7,8 @@ use super::config::TicketingLimits;
 use super::http::{classify, CallError, Endpoint, Reply};
 use super::ledger::TicketRef;
 use super::mapping::Draft;
+use super::open::Observed;
+use crate::messages::TicketState;
 use crate::secrets::{SecretName, SecretsProvider};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -44,7 +46,21 @@ fn detail(r: &Reply) -> String {
     }
 }
 
+/// The most ids one `show_many` call takes.
+pub const SHOW_MANY_MAX: usize = 100;
+
 impl Zendesk {
+    /// The canonical state of a Zendesk status (reference `close-the-loop.md` §8); casing
+    /// varies between Zendesk's samples, so it is compared case-insensitively.
+    pub fn state_of(status: &str) -> TicketState {
+        match status.to_ascii_lowercase().as_str() {
+            "solved" => TicketState::Resolved,
+            "closed" => TicketState::Closed,
+            "deleted" => TicketState::Canceled,
+            _ => TicketState::Open,
+        }
+    }
+
     pub fn from_settings(
         lookup: &dyn Fn(&str) -> Option<String>,
         limits: &TicketingLimits,
@@ -208,5 +224,62 @@ impl Zendesk {
             number: Some(id.to_string()),
             found_by_lookup: false,
         })
+    }
+
+    /// The current state of up to [`SHOW_MANY_MAX`] tickets
+    /// (`GET /api/v2/tickets/show_many.json?ids=…`); tickets Zendesk no longer has are absent
+    /// from the reply.
+    pub async fn show_many(
+        &self,
+        secrets: &SecretsProvider,
+        ids: &[&str],
+        spent: &mut Duration,
+    ) -> Result<Vec<Observed>, CallError> {
+        if ids.len() > SHOW_MANY_MAX {
+            return Err(CallError::Permanent(format!(
+                "Zendesk show_many takes at most {SHOW_MANY_MAX} ids, not {}",
+                ids.len()
+            )));
+        }
+        let auth = self.authorization(secrets).await?;
+        let url = self.url("/api/v2/tickets/show_many.json");
+        let joined = ids.join(",");
+        let r = self
+            .http
+            .send("show_many", spent, || {
+                self.http
+                    .client
+                    .get(&url)
+                    .query(&[("ids", joined.as_str())])
+                    .header("authorization", &auth)
+                    .header("accept", "application/json")
+            })
+            .await?;
+        if r.status != 200 {
+            return Err(classify("Zendesk", "show_many", &r, detail(&r)));
+        }
+        let v = r.json()?;
+        let Some(tickets) = v["tickets"].as_array() else {
+            return Err(CallError::Transient(
+                "Zendesk show_many: reply has no tickets array".into(),
+            ));
+        };
+        Ok(tickets
+            .iter()
+            .filter_map(|t| {
+                let id = t["id"].as_u64()?.to_string();
+                let status = t["status"].as_str()?.to_ascii_lowercase();
+                Some(Observed {
+                    number: Some(id.clone()),
+                    id,
+                    state: Self::state_of(&status),
+                    status,
+                    close_code: None,
+                    changed_at: t["updated_at"].as_str().unwrap_or_default().to_string(),
+                    sequence: None,
+                    correlation: t["external_id"].as_str().map(str::to_owned),
+                })
+            })
+            .collect())
     }
 }

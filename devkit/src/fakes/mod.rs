@@ -7,6 +7,7 @@ pub mod keyvault;
 pub mod qualtrics;
 pub mod sandbox_data;
 pub mod servicenow;
+pub mod ticket_events;
 pub mod ticketing;
 pub mod tls;
 pub mod zendesk;

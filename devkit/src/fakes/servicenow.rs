@@ -5,11 +5,16 @@
 //! (`field=value`, `^`, `ORDERBY…`; unknown fields are silently ignored, as on a real instance),
 //! `sysparm_limit`, `X-Total-Count`, unknown body fields refused (strict, by default), rate-limit rules (`X-RateLimit-*`, `429` + `Retry-After`),
 //! scripted faults, slow and held replies, an injectable clock, and a record of every incident.
+//! The query subset also has `fieldINa,b,…` (the reconciliation read, reference
+//! `close-the-loop.md` §3.5). State changes (`set_state`, or `POST /_fake/incidents/{sys_id}/state`
+//! for sandbox use) bump `sys_mod_count` and `sys_updated_on` and, when the §3.4 business rule's
+//! condition holds, send its signed event (`ticket_events.rs`) with delivery faults on demand.
 //! Plain HTTP on 127.0.0.1.
 
 // Handlers return ready-made error replies; boxing them would only add noise in a test fake.
 #![allow(clippy::result_large_err)]
 
+use super::ticket_events::{self, EventSender, EventTarget};
 use super::ticketing::{Admission, FakeClock, Fault, Faults, RateLimit, Route, Window};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -92,6 +97,7 @@ struct Inner {
 struct Shared {
     inner: Mutex<Inner>,
     clock: FakeClock,
+    events: EventSender,
 }
 
 /// A running fake ServiceNow instance; stops when dropped.
@@ -152,6 +158,7 @@ impl FakeServiceNow {
                 "/api/now/table/incident/{sys_id}",
                 get(get_one).patch(patch_one).delete(delete_one),
             )
+            .route("/_fake/incidents/{sys_id}/state", post(admin_state))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -234,6 +241,27 @@ impl FakeServiceNow {
 
     pub fn clock(&self) -> &FakeClock {
         &self.shared.clock
+    }
+
+    /// Where the business rule sends its events (`None`: no rule installed, the default).
+    pub fn set_events(&self, target: Option<EventTarget>) {
+        self.shared.events.set_target(target);
+    }
+
+    /// The event sender: script delivery faults, read what was sent.
+    pub fn events(&self) -> &EventSender {
+        &self.shared.events
+    }
+
+    /// An agent changes an incident's `state` (`6` resolved, `7` closed, `2` reopened, …),
+    /// with an optional `close_code`. Sends the business rule's event when its condition holds.
+    pub fn set_state(
+        &self,
+        sys_id: &str,
+        state: &str,
+        close_code: Option<&str>,
+    ) -> Result<(), String> {
+        set_state(&self.shared, sys_id, state, close_code)
     }
 }
 
@@ -487,6 +515,10 @@ async fn create(
         stored.insert("urgency".into(), urgency);
         stored.insert("impact".into(), impact);
         stored.insert("priority".into(), p.clamp(1, 5).to_string());
+        let now = glide_time(shared.clock.now());
+        stored.insert("sys_created_on".into(), now.clone());
+        stored.insert("sys_updated_on".into(), now);
+        stored.insert("sys_mod_count".into(), "0".into());
         let inc = Incident {
             sys_id: uuid::Uuid::new_v4().simple().to_string(),
             number: format!("INC{:07}", inner.next_number),
@@ -533,7 +565,22 @@ fn matches(inc: &Incident, query: &str) -> bool {
             return true;
         }
         let Some((field, value)) = term.split_once('=') else {
-            return true;
+            // `fieldINa,b,c`: the field is lower case, so the first `IN` ends it.
+            return match term.split_once("IN") {
+                Some((field, list)) => {
+                    let value = match field {
+                        "sys_id" => inc.sys_id.as_str(),
+                        "number" => inc.number.as_str(),
+                        f if COLUMNS.contains(&f) || inc.fields.contains_key(f) => {
+                            inc.fields.get(f).map(String::as_str).unwrap_or("")
+                        }
+                        // Unknown fields are ignored, as with `=`.
+                        _ => return true,
+                    };
+                    list.split(',').any(|x| x == value)
+                }
+                None => true,
+            };
         };
         match field {
             "sys_id" => inc.sys_id == value,
@@ -707,6 +754,88 @@ async fn delete_one(
         )
     };
     finish(&shared, "DELETE", &path, "", r, extra)
+}
+
+/// `sys_updated_on`'s format: `YYYY-MM-DD HH:MM:SS`, UTC.
+fn glide_time(t: std::time::SystemTime) -> String {
+    ticket_events::rfc3339(t)
+        .trim_end_matches('Z')
+        .replacen('T', " ", 1)
+}
+
+fn set_state(
+    shared: &Shared,
+    sys_id: &str,
+    state: &str,
+    close_code: Option<&str>,
+) -> Result<(), String> {
+    let now = shared.clock.now();
+    let (inc, previous) = {
+        let mut inner = shared.inner.lock().map_err(|e| e.to_string())?;
+        let inc = inner
+            .incidents
+            .iter_mut()
+            .find(|i| i.sys_id == sys_id)
+            .ok_or_else(|| format!("incident {sys_id} not found"))?;
+        let previous = inc
+            .fields
+            .get("state")
+            .cloned()
+            .unwrap_or_else(|| "1".into());
+        let count = inc
+            .fields
+            .get("sys_mod_count")
+            .and_then(|c| c.parse::<u64>().ok())
+            .unwrap_or(0);
+        for k in ["state", "incident_state"] {
+            inc.fields.insert(k.into(), state.into());
+        }
+        if let Some(c) = close_code {
+            inc.fields.insert("close_code".into(), c.into());
+        }
+        inc.fields.insert("sys_updated_on".into(), glide_time(now));
+        inc.fields
+            .insert("sys_mod_count".into(), (count + 1).to_string());
+        (inc.clone(), previous)
+    };
+    // The rule's condition (§3.4): our correlation, and the state changes to 6 or 7 or from 6.
+    let ours = inc
+        .fields
+        .get("correlation_id")
+        .is_some_and(|c| c.starts_with("qualtrics:"));
+    let fires = previous != state && (state == "6" || state == "7" || previous == "6");
+    if let (true, true, Some(target)) = (ours, fires, shared.events.target()) {
+        let event = ticket_events::servicenow_state_changed(
+            &target.secret,
+            &inc.sys_id,
+            &inc.number,
+            &inc.fields,
+            &previous,
+            now,
+        );
+        shared.events.emit(event);
+    }
+    Ok(())
+}
+
+/// `POST /_fake/incidents/{sys_id}/state` with `{"state":"6","close_code":"…"}`: the sandbox's
+/// way to act as an agent. Not a ServiceNow route.
+async fn admin_state(
+    State(shared): State<Arc<Shared>>,
+    Path(sys_id): Path<String>,
+    body: Bytes,
+) -> Resp {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let Some(state) = v["state"].as_str() else {
+        return error_resp(400, "state is required", None);
+    };
+    match set_state(&shared, &sys_id, state, v["close_code"].as_str()) {
+        Ok(()) => json_resp(
+            StatusCode::OK,
+            json!({"sys_id": sys_id, "state": state}).to_string(),
+        ),
+        Err(e) => error_resp(404, "No Record found", Some(&e)),
+    }
 }
 
 #[cfg(test)]

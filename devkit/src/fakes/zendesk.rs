@@ -7,17 +7,21 @@
 //! `IdempotentRequestError` for another body, 409 while the first request is in flight);
 //! a per-window account limit answering `429 text/plain` with `Retry-After` and
 //! `X-Rate-Limit*` (every reply carries `X-Rate-Limit`); scripted faults, slow and held replies;
-//! a record of created tickets. Plain HTTP on 127.0.0.1.
+//! a record of created tickets; `GET /api/v2/tickets/show_many[.json]?ids=` (at most 100 ids,
+//! unknown ids left out); status changes (`set_status`, or `POST /_fake/tickets/{id}/status`
+//! for sandbox use) that send the signed events-mode webhook (`ticket_events.rs`) with
+//! delivery faults on demand. Plain HTTP on 127.0.0.1.
 
 // Handlers return ready-made error replies; boxing them would only add noise in a test fake.
 #![allow(clippy::result_large_err)]
 
+use super::ticket_events::{self, EventSender, EventTarget};
 use super::ticketing::{Admission, FakeClock, Fault, Faults, RateLimit, Route, Window};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -77,6 +81,7 @@ struct Inner {
 struct Shared {
     inner: Mutex<Inner>,
     clock: FakeClock,
+    events: EventSender,
 }
 
 /// A running fake Zendesk account; stops when dropped.
@@ -128,7 +133,10 @@ impl FakeZendesk {
         let app = Router::new()
             .route("/api/v2/tickets", get(list).post(create))
             .route("/api/v2/tickets.json", get(list).post(create))
+            .route("/api/v2/tickets/show_many", get(show_many))
+            .route("/api/v2/tickets/show_many.json", get(show_many))
             .route("/api/v2/tickets/{id}", get(show))
+            .route("/_fake/tickets/{id}/status", post(admin_status))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -194,6 +202,27 @@ impl FakeZendesk {
 
     pub fn clock(&self) -> &FakeClock {
         &self.shared.clock
+    }
+
+    /// Where status changes send their events (`None`: nowhere, the default).
+    pub fn set_events(&self, target: Option<EventTarget>) {
+        self.shared.events.set_target(target);
+    }
+
+    /// The event sender: script delivery faults, read what was sent.
+    pub fn events(&self) -> &EventSender {
+        &self.shared.events
+    }
+
+    /// An agent (or an automation) changes a ticket's status: `open`, `pending`, `hold`,
+    /// `solved`, `closed`. A closed ticket cannot change (reference §4.4). Sends the event.
+    pub fn set_status(&self, id: u64, status: &str) -> Result<(), String> {
+        set_status(&self.shared, id, status)
+    }
+
+    /// Removes a ticket (as a deletion would): `show_many` leaves it out from then on.
+    pub fn delete_ticket(&self, id: u64) {
+        self.lock().tickets.retain(|t| t.id != id);
     }
 
     /// Adds a ticket directly (e.g. a duplicate `external_id` made by someone else).
@@ -314,20 +343,6 @@ fn done(
     r
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 async fn create(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let path = "/api/v2/tickets";
     let (fault, delay, extra) = match gate(&shared, &headers, Route::Create, "POST", path) {
@@ -434,7 +449,7 @@ async fn create(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         let mut inner = shared.inner.lock().expect("lock");
         let id = inner.next_id;
         inner.next_id += 1;
-        let created = rfc3339(now);
+        let created = ticket_events::rfc3339(now);
         let mut tags: Vec<String> = t["tags"]
             .as_array()
             .into_iter()
@@ -526,13 +541,10 @@ async fn list(
     headers: HeaderMap,
 ) -> Response {
     let path = "/api/v2/tickets";
-    let (_f, delay, extra) = match gate(&shared, &headers, Route::Lookup, "GET", path) {
+    let extra = match read_gate(&shared, &headers, path).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
     let tickets: Vec<Value> = {
         let inner = shared.inner.lock().expect("lock");
         inner
@@ -546,13 +558,7 @@ async fn list(
             .map(|t| t.json.clone())
             .collect()
     };
-    let count = tickets.len();
-    let r = json_resp(
-        200,
-        json!({"tickets": tickets, "next_page": null, "previous_page": null, "count": count})
-            .to_string(),
-    );
-    done(&shared, "GET", path, r, extra, None)
+    tickets_reply(&shared, path, tickets, extra)
 }
 
 async fn show(
@@ -582,4 +588,108 @@ async fn show(
         ),
     };
     done(&shared, "GET", &path, r, extra, None)
+}
+
+fn set_status(shared: &Shared, id: u64, status: &str) -> Result<(), String> {
+    if !["new", "open", "pending", "hold", "solved", "closed"].contains(&status) {
+        return Err(format!("Status: {status} is not valid"));
+    }
+    let now = shared.clock.now();
+    let (ticket, previous) = {
+        let mut inner = shared.inner.lock().map_err(|e| e.to_string())?;
+        let t = inner
+            .tickets
+            .iter_mut()
+            .find(|t| t.id == id)
+            .ok_or_else(|| format!("ticket {id} not found"))?;
+        let previous = t.json["status"].as_str().unwrap_or("new").to_string();
+        if previous == "closed" {
+            return Err("Status: closed prevents ticket update".into());
+        }
+        t.json["status"] = json!(status);
+        t.json["updated_at"] = json!(ticket_events::rfc3339(now));
+        (t.json.clone(), previous)
+    };
+    if previous != status {
+        if let Some(target) = shared.events.target() {
+            let event =
+                ticket_events::zendesk_status_changed(&target.secret, &ticket, &previous, now);
+            shared.events.emit(event);
+        }
+    }
+    Ok(())
+}
+
+/// `POST /_fake/tickets/{id}/status` with `{"status":"solved"}`: the sandbox's way to act as
+/// an agent. Not a Zendesk route.
+async fn admin_status(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> Response {
+    let status = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["status"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    match set_status(&shared, id, &status) {
+        Ok(()) => json_resp(200, json!({"id": id, "status": status}).to_string()),
+        Err(e) => record_invalid("status", &e),
+    }
+}
+
+/// `GET /api/v2/tickets/show_many.json?ids=1,2,3`: the tickets that exist, in the order asked;
+/// more than 100 ids is refused.
+async fn show_many(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let path = "/api/v2/tickets/show_many";
+    let extra = match read_gate(&shared, &headers, path).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let ids: Vec<u64> = q
+        .get("ids")
+        .map(|s| s.split(',').filter_map(|i| i.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    if ids.is_empty() || ids.len() > 100 {
+        let r = json_resp(
+            400,
+            json!({"error": "InvalidPaginationParameter", "description": "ids must list 1 to 100 ticket ids"}).to_string(),
+        );
+        return done(&shared, "GET", path, r, extra, None);
+    }
+    let tickets: Vec<Value> = {
+        let inner = shared.inner.lock().expect("lock");
+        ids.iter()
+            .filter_map(|id| inner.tickets.iter().find(|t| t.id == *id))
+            .map(|t| t.json.clone())
+            .collect()
+    };
+    tickets_reply(&shared, path, tickets, extra)
+}
+
+/// A read's gate (auth, limit, faults) and its scripted delay; `Ok`: the headers to add.
+async fn read_gate(
+    shared: &Shared,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<HeaderMap, Response> {
+    let (_f, delay, extra) = gate(shared, headers, Route::Lookup, "GET", path)?;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    Ok(extra)
+}
+
+/// A list of tickets in the offset-pagination shape (one page).
+fn tickets_reply(shared: &Shared, path: &str, tickets: Vec<Value>, extra: HeaderMap) -> Response {
+    let count = tickets.len();
+    let r = json_resp(
+        200,
+        json!({"tickets": tickets, "next_page": null, "previous_page": null, "count": count})
+            .to_string(),
+    );
+    done(shared, "GET", path, r, extra, None)
 }
