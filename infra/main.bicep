@@ -121,6 +121,7 @@ var exportContainerName = 'qualtrics-exports'
 var stateContainerName = 'bridge-state'
 var ticketQueueName = 'ticket-requests'
 var poisonQueueName = 'ticket-requests-poison'
+var pulseQueueName = 'pulse-requests'
 var deploymentContainerName = 'app-package'
 
 // ---- names --------------------------------------------------------------------------------
@@ -172,6 +173,7 @@ module storage 'modules/storage.bicep' = {
     stateContainerName: stateContainerName
     ticketQueueName: ticketQueueName
     poisonQueueName: poisonQueueName
+    pulseQueueName: pulseQueueName
     exportRetentionDays: exportRetentionDays
     exportCoolAfterDays: exportCoolAfterDays
   }
@@ -309,6 +311,7 @@ module roles 'modules/roles.bicep' = {
     appInsightsName: monitoring.outputs.appInsightsName
     ticketQueueName: storage.outputs.ticketQueueName
     poisonQueueName: storage.outputs.poisonQueueName
+    pulseQueueName: storage.outputs.pulseQueueName
   }
 }
 

@@ -8,6 +8,7 @@ use crate::deps::Deps;
 use crate::env::SettingError;
 use crate::export::{self, ExportService, Job, JobKind};
 use crate::host::{Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply};
+use crate::pulse::{self, OpsEventsService};
 use crate::tickets::{self, TicketBuildError, TicketService};
 use crate::webhook::{self, WebhookService, WebhookSurvey};
 
@@ -17,13 +18,15 @@ pub enum Function {
     QualtricsWebhook,
     ExportPoller,
     TicketCreator,
+    OpsEvents,
 }
 
 impl Function {
-    pub const ALL: [Function; 3] = [
+    pub const ALL: [Function; 4] = [
         Function::QualtricsWebhook,
         Function::ExportPoller,
         Function::TicketCreator,
+        Function::OpsEvents,
     ];
 
     pub fn spec(self) -> &'static FunctionSpec {
@@ -31,6 +34,7 @@ impl Function {
             Function::QualtricsWebhook => &webhook::SPEC,
             Function::ExportPoller => &export::SPEC,
             Function::TicketCreator => &tickets::SPEC,
+            Function::OpsEvents => &pulse::SPEC,
         }
     }
 
@@ -56,6 +60,7 @@ pub struct Functions {
     webhook: WebhookService,
     export: ExportService,
     tickets: TicketService,
+    ops_events: OpsEventsService,
 }
 
 impl Functions {
@@ -86,10 +91,12 @@ impl Functions {
             .iter()
             .filter_map(|s| Some((s.id.as_str(), s.tickets.as_ref()?)));
         let tickets = TicketService::build(routes, &bridge.ticketing, deps)?;
+        let ops_events = OpsEventsService::build(bridge.pulses.clone(), deps);
         Ok(Self {
             webhook,
             export,
             tickets,
+            ops_events,
         })
     }
 
@@ -106,6 +113,7 @@ impl Functions {
             // on each call) as large.
             Function::ExportPoller => Box::pin(self.export.invoke(inv, envelope)).await,
             Function::TicketCreator => Box::pin(self.tickets.invoke(inv, envelope)).await,
+            Function::OpsEvents => Box::pin(self.ops_events.invoke(inv, envelope)).await,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod json;
 pub mod messages;
 pub mod poison;
 pub mod progress;
+pub mod pulse;
 pub mod qualtrics;
 pub mod retry_after;
 pub mod secrets;

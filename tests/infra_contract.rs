@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 const TICKET_QUEUE: &str = "ticket-requests";
 const POISON_QUEUE: &str = "ticket-requests-poison";
+const PULSE_QUEUE: &str = "pulse-requests";
 const EXPORT_CONTAINER: &str = "qualtrics-exports";
 const STATE_CONTAINER: &str = "bridge-state";
 
@@ -334,7 +335,7 @@ fn queues_and_containers_agree_with_function_json_and_design() {
             }
         }
     }
-    let want: BTreeSet<String> = [TICKET_QUEUE, POISON_QUEUE]
+    let want: BTreeSet<String> = [TICKET_QUEUE, POISON_QUEUE, PULSE_QUEUE]
         .iter()
         .map(|s| s.to_string())
         .collect();

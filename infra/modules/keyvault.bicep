@@ -54,6 +54,10 @@ var secretNames = [
   'servicenow-password'
   'servicenow-client-secret'
   'zendesk-api-token'
+  'ops-webhook-secret'
+  'ops-webhook-secret-previous'
+  'ops-static-token'
+  'ops-static-token-previous'
 ]
 
 output id string = vault.id

@@ -13,6 +13,7 @@ param keyVaultName string
 param appInsightsName string
 param ticketQueueName string
 param poisonQueueName string
+param pulseQueueName string
 
 @description('Grant Storage Table Data Contributor for host diagnostic events (recommended by the Functions docs).')
 param grantTableDataContributor bool = true
@@ -49,6 +50,11 @@ resource ticketQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
 resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
   parent: queueService
   name: poisonQueueName
+}
+
+resource pulseQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
+  parent: queueService
+  name: pulseQueueName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2024-11-01' existing = {
@@ -109,6 +115,19 @@ resource appPoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
     description: 'qualtrics-bridge: deadletter output and host poison handling'
+  }
+}
+
+// OpsEvents only adds messages to pulse-requests (its queue output): Message Sender, scoped to
+// that queue. PulseSender, which reads it, will need the Contributor role there.
+resource appPulseQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(pulseQueue.id, appPrincipalId, roles.storageQueueDataMessageSender)
+  scope: pulseQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'qualtrics-bridge: OpsEvents pulse-requests output'
   }
 }
 

@@ -34,6 +34,9 @@ param ticketQueueName string
 @description('Poison queue: permanent failures and messages past maxDequeueCount.')
 param poisonQueueName string
 
+@description('Queue written by OpsEvents: verified ops events for PulseSender.')
+param pulseQueueName string
+
 @description('Delete exported blobs this many days after their last modification; 0 disables the lifecycle rule.')
 @minValue(0)
 param exportRetentionDays int = 0
@@ -153,6 +156,11 @@ resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
   name: poisonQueueName
 }
 
+resource pulseQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' = {
+  parent: queueService
+  name: pulseQueueName
+}
+
 var exportLifecycleActions = union(
   exportRetentionDays > 0 ? { delete: { daysAfterModificationGreaterThan: exportRetentionDays } } : {},
   exportCoolAfterDays > 0 ? { tierToCool: { daysAfterModificationGreaterThan: exportCoolAfterDays } } : {}
@@ -193,5 +201,6 @@ output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output deploymentContainerUrl string = '${storage.properties.primaryEndpoints.blob}${deploymentContainer.name}'
 output ticketQueueName string = ticketQueue.name
 output poisonQueueName string = poisonQueue.name
+output pulseQueueName string = pulseQueue.name
 output exportContainerName string = exportContainer.name
 output stateContainerName string = stateContainer.name

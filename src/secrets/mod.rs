@@ -27,6 +27,10 @@ pub enum SecretName {
     ServicenowPassword,
     ServicenowClientSecret,
     ZendeskApiToken,
+    OpsWebhookSecret,
+    OpsWebhookSecretPrevious,
+    OpsStaticToken,
+    OpsStaticTokenPrevious,
 }
 
 impl SecretName {
@@ -40,6 +44,10 @@ impl SecretName {
             Self::ServicenowPassword => "servicenow-password",
             Self::ServicenowClientSecret => "servicenow-client-secret",
             Self::ZendeskApiToken => "zendesk-api-token",
+            Self::OpsWebhookSecret => "ops-webhook-secret",
+            Self::OpsWebhookSecretPrevious => "ops-webhook-secret-previous",
+            Self::OpsStaticToken => "ops-static-token",
+            Self::OpsStaticTokenPrevious => "ops-static-token-previous",
         }
     }
 
