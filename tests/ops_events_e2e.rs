@@ -309,6 +309,36 @@ async fn an_event_larger_than_one_queue_message_is_split_into_parts() {
     assert_eq!(seen, want, "every person exactly once");
 }
 
+/// devkit's fake sender (RustCrypto's HMAC, not the handler's) posts a signed sensor event for
+/// a few users: one message with those people.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devkit_fake_sender_posts_a_signed_sensor_event() {
+    let stack = stack().await;
+    let sender = devkit::ops_sender::OpsSender::new(url(&stack, None), SECRET).expect("secret");
+    let people = ["u1@example.com", "u2@example.com", "u3@example.com"];
+    let r = sender.sensor("act-1", "High CPU", &people).await.unwrap();
+    assert_eq!(r.status, 202, "{r:?}");
+    let texts = stack.queue_texts(QUEUE).await;
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    let m = PulseRequest::parse(&texts[0]).unwrap();
+    assert_eq!(m.event.event_type, "SensorNotification.Activated");
+    let emails: Vec<_> = m
+        .event
+        .people
+        .iter()
+        .filter_map(|p| p.email.as_deref())
+        .collect();
+    assert_eq!(emails, people);
+    assert!(m.webhook_id.is_some_and(|id| id.starts_with("msg_")));
+    // A wrong secret is refused.
+    let other =
+        devkit::ops_sender::OpsSender::new(url(&stack, None), PREVIOUS.replace('M', "N").as_str())
+            .expect("secret");
+    let r = other.sensor("act-2", "High CPU", &people).await.unwrap();
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(stack.queue_texts(QUEUE).await.len(), 1);
+}
+
 /// One row: what is sent and the status it must get.
 struct Row {
     name: &'static str,

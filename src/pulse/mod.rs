@@ -342,18 +342,13 @@ struct Accepted {
 }
 
 fn refuse(refusal: Refusal) -> InvocationReply {
-    let status = refusal.status();
-    let detail = refusal.detail();
-    InvocationReply::new()
-        .http(RESPONSE, HttpOutput::error(status, &refusal.to_string()))
-        .log(format!("POST {FUNCTION} -> {status} refused: {detail}"))
-        .summary(InvocationSummary {
-            outcome: Some("refused"),
-            status: Some(status),
-            reason: Some(detail),
-            severity: Severity::Warn,
-            ..Default::default()
-        })
+    InvocationReply::refused(
+        RESPONSE,
+        FUNCTION,
+        refusal.status(),
+        &refusal.to_string(),
+        refusal.detail(),
+    )
 }
 
 /// The request's message texts: one when it fits `limit` bytes, otherwise the people split
