@@ -126,6 +126,7 @@ var ticketQueueName = 'ticket-requests'
 var poisonQueueName = 'ticket-requests-poison'
 var loopQueueName = 'loop-requests'
 var loopPoisonQueueName = 'loop-requests-poison'
+var pulseQueueName = 'pulse-requests'
 var deploymentContainerName = 'app-package'
 
 // ---- names --------------------------------------------------------------------------------
@@ -179,6 +180,7 @@ module storage 'modules/storage.bicep' = {
     poisonQueueName: poisonQueueName
     loopQueueName: loopQueueName
     loopPoisonQueueName: loopPoisonQueueName
+    pulseQueueName: pulseQueueName
     exportRetentionDays: exportRetentionDays
     exportCoolAfterDays: exportCoolAfterDays
   }
@@ -322,6 +324,7 @@ module roles 'modules/roles.bicep' = {
     poisonQueueName: storage.outputs.poisonQueueName
     loopQueueName: storage.outputs.loopQueueName
     loopPoisonQueueName: storage.outputs.loopPoisonQueueName
+    pulseQueueName: storage.outputs.pulseQueueName
   }
 }
 

@@ -89,7 +89,7 @@ if [ -z "$webhook_url" ]; then
   host="$(az functionapp show -g "$rg" -n "$app" --query defaultHostName -o tsv)"
   webhook_url="https://$host/api/qualtrics/events"
 fi
-[ -n "$secret_names" ] || secret_names="qualtrics-api-token qualtrics-webhook-key qualtrics-webhook-key-previous qualtrics-workflow-token servicenow-password servicenow-client-secret zendesk-api-token analytics-hash-key"
+[ -n "$secret_names" ] || secret_names="qualtrics-api-token qualtrics-webhook-key qualtrics-webhook-key-previous qualtrics-workflow-token servicenow-password servicenow-client-secret zendesk-api-token zendesk-webhook-secret zendesk-webhook-secret-previous servicenow-webhook-secret servicenow-webhook-secret-previous analytics-hash-key ops-webhook-secret ops-webhook-secret-previous ops-static-token ops-static-token-previous"
 
 # ---- 2. code ----------------------------------------------------------------------------------
 if [ "$skip_code" -eq 0 ]; then

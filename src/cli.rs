@@ -815,6 +815,27 @@ fn check_text(settings: &HandlerSettings, bridge: &BridgeConfig) -> String {
             let _ = writeln!(t, "    loop: {}", lc.get_ref().describe());
         }
     }
+    for p in &bridge.pulses {
+        let _ = writeln!(
+            t,
+            "  pulse {}: survey {}, message {}/{}, list {}/{}, category {}, cool-down {} h, at most {} people{}",
+            p.event_type(),
+            p.survey.get_ref(),
+            p.library.get_ref(),
+            p.message.get_ref(),
+            p.directory.get_ref(),
+            p.mailing_list.get_ref(),
+            p.category(),
+            p.cooldown_hours.get_ref(),
+            p.max_people(),
+            if p.embedded_data.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<&str> = p.embedded_data.iter().map(|n| n.get_ref().as_str()).collect();
+                format!(", embedded data {}", names.join(", "))
+            }
+        );
+    }
     let _ = writeln!(t, "settings:");
     for spec in KNOWN_SETTINGS {
         let _ = writeln!(t, "  {} = {}", spec.name, Shown::of(spec).text());
@@ -858,6 +879,24 @@ fn check_json(settings: &HandlerSettings, bridge: &BridgeConfig) -> serde_json::
             })
         })
         .collect();
+    let pulses: Vec<_> = bridge
+        .pulses
+        .iter()
+        .map(|p| {
+            json!({
+                "eventType": p.event_type(),
+                "survey": p.survey.get_ref(),
+                "library": p.library.get_ref(),
+                "message": p.message.get_ref(),
+                "directory": p.directory.get_ref(),
+                "mailingList": p.mailing_list.get_ref(),
+                "embeddedData": p.embedded_data.iter().map(|n| n.get_ref()).collect::<Vec<_>>(),
+                "category": p.category(),
+                "cooldownHours": p.cooldown_hours.get_ref(),
+                "maxPeople": p.max_people(),
+            })
+        })
+        .collect();
     let known: Vec<_> = KNOWN_SETTINGS
         .iter()
         .map(|spec| {
@@ -882,6 +921,7 @@ fn check_json(settings: &HandlerSettings, bridge: &BridgeConfig) -> serde_json::
         "configFound": settings.bridge_config.is_file(),
         "sandbox": bridge.sandbox,
         "surveys": surveys,
+        "pulses": pulses,
         "settings": known,
         "secrets": {
             "source": if key_vault.is_some() { "keyVault" } else { "environment" },
@@ -904,6 +944,10 @@ const SECRETS: &[SecretName] = &[
     SecretName::ServicenowWebhookSecret,
     SecretName::ServicenowWebhookSecretPrevious,
     SecretName::AnalyticsHashKey,
+    SecretName::OpsWebhookSecret,
+    SecretName::OpsWebhookSecretPrevious,
+    SecretName::OpsStaticToken,
+    SecretName::OpsStaticTokenPrevious,
 ];
 
 /// Values that may carry a key are never printed as they are.

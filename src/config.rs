@@ -219,6 +219,7 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
 use crate::analytics::privacy::AnalyticsConfig;
 use crate::close_loop::LoopConfig;
 use crate::env::setting;
+use crate::pulse::config::{check_all as check_pulses, PulseRoute};
 use crate::tickets::{mapping::Mapping, TicketRoute, TicketingLimits};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -321,6 +322,9 @@ pub struct BridgeConfig {
     pub surveys: Vec<SurveyConfig>,
     #[serde(default)]
     pub ticketing: TicketingLimits,
+    /// `[[pulses]]`: which ops event types send which pulse survey (docs/pulse.md).
+    #[serde(default)]
+    pub pulses: Vec<PulseRoute>,
 }
 
 impl HandlerSettings {
@@ -403,6 +407,20 @@ impl BridgeConfig {
                 })?;
             }
         }
+        check_pulses(&cfg.pulses, crate::pulse::event::MAX_PEOPLE).map_err(|(i, e)| {
+            // A defaulted field has no span: the entry's first key stands in.
+            let at = if e.span.is_empty() {
+                cfg.pulses[i].event_type.span().start
+            } else {
+                e.span.start
+            };
+            format!(
+                "line {}, pulses[{i}].{}: {}",
+                line_of(text, at),
+                e.field,
+                e.message
+            )
+        })?;
         Ok(cfg)
     }
 
@@ -474,5 +492,42 @@ mod tests {
             err.contains("line 3, surveys[0].loop.fields") && err.contains("used twice"),
             "{err}"
         );
+    }
+
+    const PULSE: &str = "[[pulses]]\nevent_type = \"incident.resolved\"\nsurvey = \"SV_1\"\nlibrary = \"UR_1\"\nmessage = \"MS_1\"\ndirectory = \"POOL_1\"\nmailing_list = \"CG_1\"\n";
+
+    #[test]
+    fn pulses_parse_with_defaults() {
+        let cfg = BridgeConfig::parse(PULSE).unwrap();
+        let p = &cfg.pulses[0];
+        assert_eq!(p.event_type(), "incident.resolved");
+        assert_eq!(p.category(), "incident.resolved");
+        assert_eq!(*p.cooldown_hours.get_ref(), 336);
+        assert_eq!(p.max_people(), 100);
+    }
+
+    #[test]
+    fn bad_pulses_name_line_and_field() {
+        let rows = [
+            (PULSE.replace("SV_1", "R_1"), "line 3, pulses[0].survey"),
+            (PULSE.replace("MS_1", "MS_"), "line 5, pulses[0].message"),
+            (PULSE.replace("UR_1", "GR_1"), ""),
+            (PULSE.replace("CG_1", "POOL_1"), "line 7, pulses[0].mailing_list"),
+            (PULSE.replace("incident.resolved", "incident resolved"), "line 2, pulses[0].event_type"),
+            (format!("{PULSE}max_people = 1001\n"), "line 8, pulses[0].max_people: must be 1-1000"),
+            (format!("{PULSE}max_people = 0\n"), "line 8, pulses[0].max_people"),
+            (format!("{PULSE}cooldown_hours = 9000\n"), "line 8, pulses[0].cooldown_hours"),
+            (format!("{PULSE}embedded_data = [\"\"]\n"), "line 8, pulses[0].embedded_data"),
+            (format!("{PULSE}cooldown_hours = -1\n"), "line 8"),
+            (format!("{PULSE}surveys = 1\n"), "unknown field `surveys`"),
+            (format!("{PULSE}\n{PULSE}"), "line 10, pulses[1].event_type: \"incident.resolved\" is handled by an earlier entry"),
+            (PULSE.replace("directory = \"POOL_1\"\n", ""), "missing field `directory`"),
+        ];
+        for (text, want) in rows {
+            match BridgeConfig::parse(&text) {
+                Ok(_) => assert!(want.is_empty(), "accepted: {text}"),
+                Err(e) => assert!(!want.is_empty() && e.contains(want), "{e} (want {want})"),
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@ use crate::deps::Deps;
 use crate::env::SettingError;
 use crate::export::{self, ExportService, Job, JobKind};
 use crate::host::{Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply};
+use crate::pulse::{self, OpsEventsService};
 use crate::tickets::{self, TicketBuildError, TicketService};
 use crate::webhook::{self, WebhookService, WebhookSurvey};
 
@@ -23,16 +24,18 @@ pub enum Function {
     TicketEvents,
     LoopCloser,
     TicketSync,
+    OpsEvents,
 }
 
 impl Function {
-    pub const ALL: [Function; 6] = [
+    pub const ALL: [Function; 7] = [
         Function::QualtricsWebhook,
         Function::ExportPoller,
         Function::TicketCreator,
         Function::TicketEvents,
         Function::LoopCloser,
         Function::TicketSync,
+        Function::OpsEvents,
     ];
 
     pub fn spec(self) -> &'static FunctionSpec {
@@ -43,6 +46,7 @@ impl Function {
             Function::TicketEvents => &close_loop::intake::SPEC,
             Function::LoopCloser => &close_loop::closer::SPEC,
             Function::TicketSync => &close_loop::sync::SPEC,
+            Function::OpsEvents => &pulse::SPEC,
         }
     }
 
@@ -75,6 +79,7 @@ pub struct Functions {
     ticket_events: TicketEventsService,
     loop_closer: LoopService,
     ticket_sync: TicketSyncService,
+    ops_events: OpsEventsService,
 }
 
 impl Functions {
@@ -111,6 +116,7 @@ impl Functions {
             .filter_map(|s| Some((s.id.as_str(), s.close_loop.as_ref()?.get_ref())));
         let loop_closer = LoopService::build(loops, deps)?;
         let ticket_sync = TicketSyncService::build(&bridge.ticketing, deps)?;
+        let ops_events = OpsEventsService::build(bridge.pulses.clone(), deps);
         Ok(Self {
             webhook,
             export,
@@ -118,6 +124,7 @@ impl Functions {
             ticket_events,
             loop_closer,
             ticket_sync,
+            ops_events,
         })
     }
 
@@ -137,6 +144,7 @@ impl Functions {
             Function::TicketEvents => Box::pin(self.ticket_events.invoke(inv, envelope)).await,
             Function::LoopCloser => Box::pin(self.loop_closer.invoke(inv, envelope)).await,
             Function::TicketSync => Box::pin(self.ticket_sync.invoke(inv, envelope)).await,
+            Function::OpsEvents => Box::pin(self.ops_events.invoke(inv, envelope)).await,
         }
     }
 }

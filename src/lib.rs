@@ -20,6 +20,7 @@ pub mod loop_setup;
 pub mod messages;
 pub mod poison;
 pub mod progress;
+pub mod pulse;
 pub mod qualtrics;
 pub mod retry_after;
 pub mod secrets;

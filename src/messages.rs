@@ -1,5 +1,6 @@
-//! Messages the functions exchange through queues: the ticket request of DESIGN's contract and
-//! the loop request (`loop-requests`: one observed state of a ticket the bridge created).
+//! Messages the functions exchange through queues: the ticket request of DESIGN's contract, the
+//! loop request (`loop-requests`: one observed state of a ticket the bridge created) and the
+//! pulse request (`pulse-requests`: one verified ops event).
 
 use serde::{Deserialize, Serialize};
 
@@ -223,6 +224,119 @@ pub fn order_key(changed_at: &str, sequence: Option<u64>) -> (i128, u64) {
             .map(|t| t.unix_timestamp_nanos())
             .unwrap_or(i128::MIN);
     (at, sequence.unwrap_or(0))
+}
+
+/// An ops event in the one documented shape (docs/pulse.md): what `OpsEvents` validated and
+/// queued, whichever sender's payload it was mapped from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PulseEvent {
+    /// The sender's id of the event: `PulseSender` de-duplicates on it.
+    pub event_id: String,
+    /// Selects the `[[pulses]]` entry.
+    pub event_type: String,
+    /// RFC 3339, UTC.
+    pub occurred_at: String,
+    pub people: Vec<PulsePerson>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One affected person: at least one of `email`, `externalRef`, `contactId`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PulsePerson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_ref: Option<String>,
+    /// A Qualtrics contact (lookup) id, `CID_…`/`CGC_…` (CleverTap's profile attribute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Which payload shape an ops event arrived in (the `format` query parameter of `OpsEvents`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PulseFormat {
+    Bridge,
+    Systrack,
+    Clevertap,
+}
+
+impl PulseFormat {
+    /// The name in the message and in `OpsEvents`' `format` query parameter.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bridge => "bridge",
+            Self::Systrack => "systrack",
+            Self::Clevertap => "clevertap",
+        }
+    }
+}
+
+/// Which part of a split event a message carries (1-based `index` of `count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Part {
+    pub index: u32,
+    pub count: u32,
+}
+
+/// A message on `pulse-requests`: one verified ops event (or one part of it, when its people
+/// do not fit one queue message), for `PulseSender`. It carries the people's addresses: the
+/// queue is inside the trust boundary (same storage account, same identity as the ledger).
+/// Field names avoid the host's metadata keys (`Id`, `DequeueCount`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PulseRequest {
+    pub v: u32,
+    pub format: PulseFormat,
+    /// `signature` (Standard Webhooks) or `token` (static header).
+    pub auth: String,
+    /// The Standard Webhooks `webhook-id`, when signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_id: Option<String>,
+    /// Present only when the event was split over several messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<Part>,
+    /// RFC 3339: when the bridge received it.
+    pub received_at: String,
+    pub event: PulseEvent,
+    /// Set only when `PulseSender` puts a request back after a transient failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+impl PulseRequest {
+    pub const VERSION: u32 = 1;
+
+    /// Parses a message text (shape and version; the event was validated at intake). The
+    /// error says where, never what: the text holds people's addresses.
+    pub fn parse(text: &str) -> Result<Self, InvalidRequest> {
+        let r: Self = serde_json::from_str(text).map_err(|e| {
+            InvalidRequest::Shape(format!(
+                "{:?} error at line {}, column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        if r.v != Self::VERSION {
+            return Err(InvalidRequest::Version(r.v));
+        }
+        Ok(r)
+    }
+
+    /// The exact JSON text put on the queue.
+    pub fn to_text(&self) -> String {
+        // Strings, numbers and JSON values only: serialisation cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// Qualtrics ids are a prefix and an alphanumeric tail (e.g. `SV_22VlHYNeldrrrkp`).

@@ -13,6 +13,8 @@ const QUEUE_FUNCTIONS: &[(&str, &str, &str)] = &[
     ("TicketCreator", "ticket-requests", "ticket-requests-poison"),
     ("LoopCloser", "loop-requests", "loop-requests-poison"),
 ];
+/// Queues only written to (their reader is not built yet).
+const OUTPUT_ONLY_QUEUES: &[&str] = &["pulse-requests"];
 const EXPORT_CONTAINER: &str = "qualtrics-exports";
 const STATE_CONTAINER: &str = "bridge-state";
 
@@ -345,6 +347,7 @@ fn queues_and_containers_agree_with_function_json_and_design() {
     let want: BTreeSet<String> = QUEUE_FUNCTIONS
         .iter()
         .flat_map(|(_, t, p)| [t.to_string(), p.to_string()])
+        .chain(OUTPUT_ONLY_QUEUES.iter().map(|q| q.to_string()))
         .collect();
     assert_eq!(
         queues, want,

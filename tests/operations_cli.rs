@@ -637,7 +637,7 @@ async fn config_check_json_names_the_file_and_masks_what_may_carry_a_key() {
     );
     assert_eq!(doc["secrets"]["source"], "environment");
     let secrets = doc["secrets"]["items"].as_array().unwrap();
-    assert_eq!(secrets.len(), 12);
+    assert_eq!(secrets.len(), 16);
     for s in secrets {
         let set = s["name"] == "qualtrics-webhook-key";
         assert_eq!(s["set"], set, "{s}");

@@ -85,6 +85,10 @@ fn each_kind_of_error_names_file_line_and_field() {
             "[[surveys]]\nid = \"SV_1\"\n[surveys.analytics]\nembedded = [\"ipAddress\"]\n",
             &["line 4", "surveys[0].analytics.embedded[0]", "identity"],
         ),
+        (
+            "\n[[pulses]]\nevent_type = \"incident.resolved\"\nsurvey = \"SV_1\"\nlibrary = \"UR_1\"\nmessage = \"MS_1\"\ndirectory = \"POOL_1\"\nmailing_list = \"POOL_2\"\n",
+            &["line 8", "pulses[0].mailing_list", "CG_"],
+        ),
     ] {
         let path = dir.path().join("bridge.toml");
         std::fs::write(&path, toml).unwrap();
@@ -98,6 +102,24 @@ fn each_kind_of_error_names_file_line_and_field() {
     let (code, _, err) = check(&[("BRIDGE_CONFIG", "/nonexistent/bridge.toml")]);
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent/bridge.toml"), "{err}");
+}
+
+/// `config check` lists each `[[pulses]]` entry with its defaults filled in.
+#[test]
+fn pulses_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(
+        &path,
+        "[[pulses]]\nevent_type = \"incident.resolved\"\nsurvey = \"SV_1\"\nlibrary = \"UR_1\"\nmessage = \"MS_1\"\ndirectory = \"POOL_1\"\nmailing_list = \"CG_1\"\nembedded_data = [\"severity\"]\n",
+    )
+    .unwrap();
+    let (code, out, err) = check(&[("BRIDGE_CONFIG", path.to_str().unwrap())]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("pulse incident.resolved: survey SV_1, message UR_1/MS_1, list POOL_1/CG_1, category incident.resolved, cool-down 336 h, at most 100 people, embedded data severity"),
+        "{out}"
+    );
 }
 
 /// A numeric setting that does not parse is refused (it used to fall back to the default

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod canary;
 pub mod fakes;
 pub mod host;
+pub mod ops_sender;
 pub mod process;
 pub mod publisher;
 pub mod queue_client;

@@ -61,6 +61,10 @@ var secretNames = [
   'servicenow-webhook-secret'
   'servicenow-webhook-secret-previous'
   'analytics-hash-key'
+  'ops-webhook-secret'
+  'ops-webhook-secret-previous'
+  'ops-static-token'
+  'ops-static-token-previous'
 ]
 
 output id string = vault.id

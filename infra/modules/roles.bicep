@@ -15,6 +15,7 @@ param ticketQueueName string
 param poisonQueueName string
 param loopQueueName string
 param loopPoisonQueueName string
+param pulseQueueName string
 
 @description('Grant Storage Table Data Contributor for host diagnostic events (recommended by the Functions docs).')
 param grantTableDataContributor bool = true
@@ -61,6 +62,9 @@ resource loopQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-
 resource loopPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
   parent: queueService
   name: loopPoisonQueueName
+resource pulseQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
+  parent: queueService
+  name: pulseQueueName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2024-11-01' existing = {
@@ -145,6 +149,16 @@ resource appLoopPoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01'
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
     description: 'qualtrics-bridge: LoopCloser deadletter output and host poison handling'
+// OpsEvents only adds messages to pulse-requests (its queue output): Message Sender, scoped to
+// that queue. PulseSender, which reads it, will need the Contributor role there.
+resource appPulseQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(pulseQueue.id, appPrincipalId, roles.storageQueueDataMessageSender)
+  scope: pulseQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'qualtrics-bridge: OpsEvents pulse-requests output'
   }
 }
 

@@ -39,6 +39,8 @@ param loopQueueName string
 
 @description('LoopCloser poison queue: permanent failures and messages past maxDequeueCount.')
 param loopPoisonQueueName string
+@description('Queue written by OpsEvents: verified ops events for PulseSender.')
+param pulseQueueName string
 
 @description('Delete exported blobs this many days after their last modification; 0 disables the lifecycle rule.')
 @minValue(0)
@@ -167,6 +169,9 @@ resource loopQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-
 resource loopPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' = {
   parent: queueService
   name: loopPoisonQueueName
+resource pulseQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' = {
+  parent: queueService
+  name: pulseQueueName
 }
 
 var exportLifecycleActions = union(
@@ -211,5 +216,6 @@ output ticketQueueName string = ticketQueue.name
 output poisonQueueName string = poisonQueue.name
 output loopQueueName string = loopQueue.name
 output loopPoisonQueueName string = loopPoisonQueue.name
+output pulseQueueName string = pulseQueue.name
 output exportContainerName string = exportContainer.name
 output stateContainerName string = stateContainer.name

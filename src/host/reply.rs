@@ -1,7 +1,7 @@
 //! Handler → host: the reply the host accepts (always 200 + `application/json` + an object).
 
 use crate::json;
-use crate::telemetry::InvocationSummary;
+use crate::telemetry::{InvocationSummary, Severity};
 
 /// A completed invocation's reply: outputs by binding name, log lines, no `ReturnValue`.
 ///
@@ -99,6 +99,37 @@ impl InvocationReply {
     pub fn log(mut self, line: impl Into<String>) -> Self {
         self.logs.push(line.into());
         self
+    }
+
+    /// An HTTP request refused: `status` and `{"error": reason}` on the `http` output
+    /// `binding`, the log line `POST {function} -> {status} refused: {detail}` and a warning
+    /// summary. `reason` is what the caller sees; `detail` may say more, never a value.
+    pub fn refused(
+        binding: &'static str,
+        function: &str,
+        status: u16,
+        reason: &str,
+        detail: String,
+    ) -> Self {
+        let log = [
+            "POST ",
+            function,
+            " -> ",
+            itoa::Buffer::new().format(status),
+            " refused: ",
+            &detail,
+        ]
+        .concat();
+        Self::new()
+            .http(binding, HttpOutput::error(status, reason))
+            .log(log)
+            .summary(InvocationSummary {
+                outcome: Some("refused"),
+                status: Some(status),
+                reason: Some(detail),
+                severity: Severity::Warn,
+                ..Default::default()
+            })
     }
 
     /// Sets what the invocation's log line says it did.

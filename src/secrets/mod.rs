@@ -33,6 +33,10 @@ pub enum SecretName {
     ServicenowWebhookSecretPrevious,
     /// The key of the analytics layer's identity hashes (`analytics::privacy::identity_hash`).
     AnalyticsHashKey,
+    OpsWebhookSecret,
+    OpsWebhookSecretPrevious,
+    OpsStaticToken,
+    OpsStaticTokenPrevious,
 }
 
 impl SecretName {
@@ -51,6 +55,10 @@ impl SecretName {
             Self::ServicenowWebhookSecret => "servicenow-webhook-secret",
             Self::ServicenowWebhookSecretPrevious => "servicenow-webhook-secret-previous",
             Self::AnalyticsHashKey => "analytics-hash-key",
+            Self::OpsWebhookSecret => "ops-webhook-secret",
+            Self::OpsWebhookSecretPrevious => "ops-webhook-secret-previous",
+            Self::OpsStaticToken => "ops-static-token",
+            Self::OpsStaticTokenPrevious => "ops-static-token-previous",
         }
     }
 

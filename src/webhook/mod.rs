@@ -193,27 +193,13 @@ impl WebhookService {
 }
 
 fn refuse(refusal: Refusal) -> InvocationReply {
-    let status = refusal.status();
-    let detail = refusal.detail();
-    let log = [
-        "POST ",
+    InvocationReply::refused(
+        RESPONSE,
         FUNCTION,
-        " -> ",
-        itoa::Buffer::new().format(status),
-        " refused: ",
-        &detail,
-    ]
-    .concat();
-    InvocationReply::new()
-        .http(RESPONSE, HttpOutput::error(status, &refusal.to_string()))
-        .log(log)
-        .summary(InvocationSummary {
-            outcome: Some("refused"),
-            status: Some(status),
-            reason: Some(detail),
-            severity: Severity::Warn,
-            ..Default::default()
-        })
+        refusal.status(),
+        &refusal.to_string(),
+        refusal.detail(),
+    )
 }
 
 fn accept(svc: &WebhookService, d: Delivery) -> InvocationReply {
