@@ -22,6 +22,7 @@ pub mod stream;
 
 use crate::deps::Deps;
 use crate::env::{number, SettingError};
+use crate::fault::CrashHook;
 use crate::host::{Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply, Trigger};
 use crate::messages::{RequestSource, TicketRequest};
 use crate::qualtrics::{CallBudget, ExportRequest, ExportStatus, QualtricsClient, QualtricsError};
@@ -67,10 +68,7 @@ pub struct ExportSettings {
     /// 429 retries one run may spend, shared by all its surveys.
     pub throttle_retries: u32,
     /// Test-only fault hook: `BRIDGE_TEST_CRASH_AT` aborts the process once at a named point.
-    pub crash_at: Option<String>,
-    /// Where the crash hook keeps its once-only markers: the app root
-    /// (`FUNCTIONS_APP_ROOT_PATH`), else the current directory.
-    pub crash_marker_dir: Option<std::path::PathBuf>,
+    pub crash: CrashHook,
 }
 
 impl ExportSettings {
@@ -95,10 +93,7 @@ impl ExportSettings {
             overlap: Duration::from_secs(3600),
             lease_seconds: 15,
             throttle_retries: number(lookup, "EXPORT_THROTTLE_RETRIES", 30u32)?,
-            crash_at: lookup("BRIDGE_TEST_CRASH_AT"),
-            crash_marker_dir: lookup("FUNCTIONS_APP_ROOT_PATH")
-                .map(std::path::PathBuf::from)
-                .or_else(|| std::env::current_dir().ok()),
+            crash: CrashHook::from_settings(lookup),
         })
     }
 }
@@ -492,33 +487,9 @@ impl StateHandle {
 }
 
 impl Run<'_> {
-    /// `BRIDGE_TEST_CRASH_AT=<point>` aborts the process at `point` once per app root: only
-    /// while the marker `.bridge-test-crash-<point>` does not exist in the app root; it is
-    /// created just before the abort. The marker's name and directory are fixed and `point`
-    /// is one of the code's own literals, so the setting cannot make the handler write a file
-    /// anywhere else (`docs/export.md`, "Crashes").
+    /// `BRIDGE_TEST_CRASH_AT` (`docs/export.md`, "Crashes").
     fn crash_point(&self, point: &'static str) {
-        if self.settings.crash_at.as_deref() != Some(point) {
-            return;
-        }
-        let Some(root) = self.settings.crash_marker_dir.as_ref() else {
-            return;
-        };
-        let marker = root.join(format!(".bridge-test-crash-{point}"));
-        // `create_new`: an existing (or uncreatable) marker means this point has crashed once.
-        if std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&marker)
-            .is_err()
-        {
-            return;
-        }
-        tracing::error!(
-            point,
-            "BRIDGE_TEST_CRASH_AT: aborting the process (test fault hook)"
-        );
-        std::process::abort();
+        self.settings.crash.point(point);
     }
 
     fn report(&self, step: Step) {
