@@ -60,6 +60,9 @@ param qualtricsBaseUrl string
 @description('NCRONTAB (6 fields, UTC) for ExportPoller.')
 param exportSchedule string = '0 */15 * * * *'
 
+@description('NCRONTAB (6 fields, UTC) for AnalyticsBuilder (export blobs -> Delta tables).')
+param analyticsSchedule string = '0 5 * * * *'
+
 @description('ServiceNow instance URL (https://<instance>.service-now.com); empty disables ServiceNow.')
 param servicenowInstanceUrl string = ''
 
@@ -119,6 +122,7 @@ param failureAlertThreshold int = 5
 
 var exportContainerName = 'qualtrics-exports'
 var stateContainerName = 'bridge-state'
+var analyticsContainerName = 'qualtrics-analytics'
 var ticketQueueName = 'ticket-requests'
 var poisonQueueName = 'ticket-requests-poison'
 var deploymentContainerName = 'app-package'
@@ -170,6 +174,7 @@ module storage 'modules/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     exportContainerName: exportContainerName
     stateContainerName: stateContainerName
+    analyticsContainerName: analyticsContainerName
     ticketQueueName: ticketQueueName
     poisonQueueName: poisonQueueName
     exportRetentionDays: exportRetentionDays
@@ -236,6 +241,14 @@ var baseAppSettings = [
   {
     name: 'STATE_CONTAINER'
     value: stateContainerName
+  }
+  {
+    name: 'ANALYTICS_SCHEDULE'
+    value: analyticsSchedule
+  }
+  {
+    name: 'ANALYTICS_CONTAINER'
+    value: analyticsContainerName
   }
 ]
 

@@ -3,6 +3,7 @@
 //! start-up's routing. Adding a function is a module with its `SPEC` and service, a variant
 //! here, its arm in each `match`, and its `functions/{Name}/function.json`.
 
+use crate::analytics::{self, AnalyticsService};
 use crate::config::BridgeConfig;
 use crate::deps::Deps;
 use crate::env::SettingError;
@@ -17,13 +18,15 @@ pub enum Function {
     QualtricsWebhook,
     ExportPoller,
     TicketCreator,
+    AnalyticsBuilder,
 }
 
 impl Function {
-    pub const ALL: [Function; 3] = [
+    pub const ALL: [Function; 4] = [
         Function::QualtricsWebhook,
         Function::ExportPoller,
         Function::TicketCreator,
+        Function::AnalyticsBuilder,
     ];
 
     pub fn spec(self) -> &'static FunctionSpec {
@@ -31,6 +34,7 @@ impl Function {
             Function::QualtricsWebhook => &webhook::SPEC,
             Function::ExportPoller => &export::SPEC,
             Function::TicketCreator => &tickets::SPEC,
+            Function::AnalyticsBuilder => &analytics::SPEC,
         }
     }
 
@@ -56,6 +60,7 @@ pub struct Functions {
     webhook: WebhookService,
     export: ExportService,
     tickets: TicketService,
+    analytics: AnalyticsService,
 }
 
 impl Functions {
@@ -86,10 +91,13 @@ impl Functions {
             .iter()
             .filter_map(|s| Some((s.id.as_str(), s.tickets.as_ref()?)));
         let tickets = TicketService::build(routes, &bridge.ticketing, deps)?;
+        let exported = surveys.iter().filter(|s| s.export).map(|s| s.id.clone());
+        let analytics = AnalyticsService::build(exported.collect(), deps)?;
         Ok(Self {
             webhook,
             export,
             tickets,
+            analytics,
         })
     }
 
@@ -106,6 +114,7 @@ impl Functions {
             // on each call) as large.
             Function::ExportPoller => Box::pin(self.export.invoke(inv, envelope)).await,
             Function::TicketCreator => Box::pin(self.tickets.invoke(inv, envelope)).await,
+            Function::AnalyticsBuilder => Box::pin(self.analytics.invoke(inv, envelope)).await,
         }
     }
 }

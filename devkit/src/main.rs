@@ -190,6 +190,9 @@ async fn main() -> anyhow::Result<()> {
     settings
         .entry("EXPORT_SCHEDULE".into())
         .or_insert_with(|| "0 */15 * * * *".into());
+    settings
+        .entry("ANALYTICS_SCHEDULE".into())
+        .or_insert_with(|| "0 5 * * * *".into());
     let mut azurite = None;
     let mut sandbox = None;
     let app_root = match (binary, app_root) {
