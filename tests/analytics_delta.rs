@@ -65,7 +65,7 @@ fn response(i: usize) -> Value {
             "ipAddress": "192.0.2.1",
             "progress": 100,
             "duration": 30 + i,
-            "finished": i64::from(i % 5 != 0),
+            "finished": i64::from(!i.is_multiple_of(5)),
             "recordedDate": recorded,
             "_recordId": rid,
             "distributionChannel": "anonymous",

@@ -203,7 +203,7 @@ impl Committer {
                         snap.apply(a);
                     }
                     snap.version = Some(v);
-                    if v > 0 && v % self.checkpoint_interval == 0 {
+                    if v > 0 && v.is_multiple_of(self.checkpoint_interval) {
                         // The commit stands either way; a missing checkpoint only means
                         // readers replay more JSON until the next one.
                         if let Err(e) = self.checkpoint(v, &snap).await {

@@ -611,7 +611,7 @@ mod tests {
             value_text: text.map(str::to_owned),
             label: None,
             displayed: true,
-            answered: i % 2 == 0,
+            answered: i.is_multiple_of(2),
             decode_status: DecodeStatus::DefinitionMissing,
         }
     }
