@@ -62,6 +62,8 @@ param exportSchedule string = '0 */15 * * * *'
 
 @description('NCRONTAB (6 fields, UTC) for TicketSync (reconciles ticket states whose event was lost).')
 param ticketSyncSchedule string = '0 */30 * * * *'
+@description('NCRONTAB (6 fields, UTC) for AnalyticsBuilder (export blobs -> Delta tables).')
+param analyticsSchedule string = '0 5 * * * *'
 
 @description('ServiceNow instance URL (https://<instance>.service-now.com); empty disables ServiceNow.')
 param servicenowInstanceUrl string = ''
@@ -122,6 +124,7 @@ param failureAlertThreshold int = 5
 
 var exportContainerName = 'qualtrics-exports'
 var stateContainerName = 'bridge-state'
+var analyticsContainerName = 'qualtrics-analytics'
 var ticketQueueName = 'ticket-requests'
 var poisonQueueName = 'ticket-requests-poison'
 var loopQueueName = 'loop-requests'
@@ -176,6 +179,7 @@ module storage 'modules/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     exportContainerName: exportContainerName
     stateContainerName: stateContainerName
+    analyticsContainerName: analyticsContainerName
     ticketQueueName: ticketQueueName
     poisonQueueName: poisonQueueName
     loopQueueName: loopQueueName
@@ -249,6 +253,14 @@ var baseAppSettings = [
   {
     name: 'STATE_CONTAINER'
     value: stateContainerName
+  }
+  {
+    name: 'ANALYTICS_SCHEDULE'
+    value: analyticsSchedule
+  }
+  {
+    name: 'ANALYTICS_CONTAINER'
+    value: analyticsContainerName
   }
 ]
 

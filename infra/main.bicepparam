@@ -16,6 +16,7 @@ param operatorGroupObjectId = ''
 
 param qualtricsBaseUrl = 'https://yourdatacenterid.qualtrics.com'
 param exportSchedule = '0 */15 * * * *'
+param analyticsSchedule = '0 5 * * * *'
 
 // Ticket targets: fill the one(s) used in bridge.toml; leave the others empty.
 param servicenowInstanceUrl = 'https://example.service-now.com'

@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-azurite.sh >/dev/null
+bash scripts/install-oracles.sh >/dev/null
 # Release profile throughout: the tests run the release handler binary, and one profile
 # means one build. Every local host leaves what its handler printed, and the secrets and
 # respondent data the fakes handed out, in $out; the redaction scan then checks all of it,

@@ -86,7 +86,42 @@ pub enum Command {
         #[arg(long, value_name = "RFC3339")]
         since: Option<String>,
     },
+    /// The analytics tables (Delta) built from the export blobs.
+    #[command(subcommand)]
+    Analytics(AnalyticsCommand),
 }
+
+#[derive(Debug, Subcommand)]
+pub enum AnalyticsCommand {
+    /// Build one survey's rows from its export blobs now, through the timer's code.
+    #[command(long_about = REBUILD_HELP)]
+    Rebuild {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The survey (SV_…); it need not be in bridge.toml.
+        #[arg(long, value_name = "SURVEY_ID")]
+        survey: String,
+        /// Only export blobs whose export started at or after this instant: RFC 3339 or a
+        /// date (midnight UTC). Absent: every blob.
+        #[arg(long, value_name = "RFC3339")]
+        since: Option<String>,
+        /// The container to write the tables to (default: ANALYTICS_CONTAINER).
+        #[arg(long, value_name = "NAME")]
+        container: Option<String>,
+    },
+}
+
+const REBUILD_HELP: &str =
+    "Build one survey's rows of survey_response, question_response and response_embedded_data
+from its export blobs now, through AnalyticsBuilder's code, without waiting for a batch to fill.
+
+Tables are append-only: rebuild into an empty container (--container) to regenerate them, e.g.
+after a decoder fix, then point readers at it. The rebuild keeps its own cursor
+(bridge-state/analytics-rebuild/{container}/{surveyId}.json): a rerun after a crash or a stop
+resumes where it left off and adds no file twice; the timer's cursor is never read or moved.
+
+Progress goes to stderr; the result to stdout.
+Settings: AzureWebJobsStorage…, EXPORT_CONTAINER, ANALYTICS_CONTAINER.";
 
 const EXPORT_HELP: &str =
     "Export one survey now (a one-off backfill), through the timer's export code.
@@ -253,6 +288,12 @@ pub async fn run(cli: Cli) -> ExitCode {
             since,
         } => export(&config, &survey, since.as_deref()).await,
         Command::Loop(LoopCommand::Setup { system, url }) => loop_setup(system, &url),
+        Command::Analytics(AnalyticsCommand::Rebuild {
+            config,
+            survey,
+            since,
+            container,
+        }) => analytics_rebuild(&config, &survey, since.as_deref(), container).await,
     }
 }
 
@@ -610,6 +651,86 @@ async fn export(config: &ConfigArg, survey: &str, since: Option<&str>) -> ExitCo
         }
     }
     code
+}
+
+async fn analytics_rebuild(
+    config: &ConfigArg,
+    survey: &str,
+    since: Option<&str>,
+    container: Option<String>,
+) -> ExitCode {
+    use crate::analytics::builder;
+    const CMD: &str = "analytics rebuild";
+    if !crate::config::is_survey_id(survey) {
+        return usage(
+            CMD,
+            format!("--survey: {survey:?} is not a Qualtrics survey id (SV_…)"),
+        );
+    }
+    let since = match since
+        .map(|t| parse_since(t).and_then(|t| blob_stamp(&t)))
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => return usage(CMD, e),
+    };
+    if let Err(code) = bridge(CMD, config) {
+        return code;
+    }
+    let deps = match deps(CMD) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let settings = match builder::AnalyticsSettings::build(&deps) {
+        Ok(s) => builder::AnalyticsSettings {
+            analytics_container: container.unwrap_or(s.analytics_container.clone()),
+            time_budget: BACKFILL_TIME_BUDGET,
+            min_remaining: Duration::from_secs(60),
+            ..s
+        },
+        Err(e) => return usage(CMD, e),
+    };
+    println!(
+        "analytics rebuild {survey} into {}: export blobs {}",
+        settings.analytics_container,
+        since
+            .as_deref()
+            .map(|s| format!("from {s}"))
+            .unwrap_or_else(|| "of any time".into())
+    );
+    let display = std::sync::Arc::new(crate::progress::Display::stderr());
+    let shown = display.clone();
+    let progress: builder::ProgressFn =
+        std::sync::Arc::new(move |step| shown.show_analytics(&step));
+    let job = builder::Job {
+        survey_id: survey.to_string(),
+        kind: builder::JobKind::Rebuild { since },
+    };
+    let service = builder::AnalyticsService::new(Vec::new(), settings, &deps);
+    let result = service.run(&[job], "cli", Some(progress)).await;
+    display.finish();
+    let reports = match result {
+        Ok(r) => r,
+        Err(e @ builder::RunError::NoStorage) => return usage(CMD, e),
+        Err(e) => return failed(CMD, e),
+    };
+    let mut code = ExitCode::SUCCESS;
+    for r in &reports {
+        println!("{}", r.line());
+        if !matches!(r.outcome, builder::Outcome::Built { .. }) {
+            code = ExitCode::FAILURE;
+        }
+    }
+    code
+}
+
+/// An RFC 3339 instant as export blob names start: `YYYYMMDDTHHMMSSZ`.
+fn blob_stamp(rfc3339: &str) -> Result<String, String> {
+    let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| e.to_string())
+        .and_then(|t| t.format(&f).map_err(|e| e.to_string()))
+        .map_err(|e| format!("--since: {e}"))
 }
 
 /// How long one `qualtrics-bridge export` may run.

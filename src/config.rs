@@ -79,6 +79,41 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
         meaning: "NCRONTAB for ExportPoller (read by the host)",
     },
     SettingSpec {
+        name: "ANALYTICS_SCHEDULE",
+        source: SettingSource::Deployment,
+        meaning: "NCRONTAB for AnalyticsBuilder (read by the host)",
+    },
+    SettingSpec {
+        name: "ANALYTICS_CONTAINER",
+        source: SettingSource::Default("qualtrics-analytics"),
+        meaning: "blob container of the Delta tables (docs/analytics.md)",
+    },
+    SettingSpec {
+        name: "ANALYTICS_TIME_BUDGET_SECONDS",
+        source: SettingSource::Default("420"),
+        meaning: "AnalyticsBuilder stops starting batches when less than a sixth of this is left; a batch it cannot finish is redone next run",
+    },
+    SettingSpec {
+        name: "ANALYTICS_BATCH_MIN_MB",
+        source: SettingSource::Default("64"),
+        meaning: "new export blobs are written to the tables once they hold this many MiB, or the oldest is ANALYTICS_BATCH_MAX_AGE_SECONDS old",
+    },
+    SettingSpec {
+        name: "ANALYTICS_BATCH_MAX_AGE_SECONDS",
+        source: SettingSource::Default("3600"),
+        meaning: "age of the oldest new export blob at which a smaller batch is written anyway",
+    },
+    SettingSpec {
+        name: "ANALYTICS_BATCH_MAX_MB",
+        source: SettingSource::Default("256"),
+        meaning: "most NDJSON (MiB) one batch reads: one Parquet file per table per batch",
+    },
+    SettingSpec {
+        name: "ANALYTICS_CHECKPOINT_INTERVAL",
+        source: SettingSource::Default("10"),
+        meaning: "a Delta checkpoint every this many versions of a table",
+    },
+    SettingSpec {
         name: "BRIDGE_CONFIG",
         source: SettingSource::Default("bridge.toml"),
         meaning: "path of the survey/routing config, relative to the app root",
@@ -161,7 +196,7 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
     SettingSpec {
         name: "BRIDGE_TEST_CRASH_AT",
         source: SettingSource::Optional,
-        meaning: "test-only fault hook: abort the handler once at a named export or loop point (docs/export.md, docs/loop-closer.md); never set in Azure",
+        meaning: "test-only fault hook: abort the handler once at a named export, loop or analytics point (docs/export.md, docs/loop-closer.md, docs/analytics.md); never set in Azure",
     },
     SettingSpec {
         name: "SERVICENOW_INSTANCE_URL",

@@ -6,6 +6,7 @@
 use crate::close_loop::{
     self, LoopBuildError, LoopService, TicketEventsService, TicketSyncService,
 };
+use crate::analytics::{self, AnalyticsService};
 use crate::config::BridgeConfig;
 use crate::deps::Deps;
 use crate::env::SettingError;
@@ -25,10 +26,11 @@ pub enum Function {
     LoopCloser,
     TicketSync,
     OpsEvents,
+    AnalyticsBuilder,
 }
 
 impl Function {
-    pub const ALL: [Function; 7] = [
+    pub const ALL: [Function; 8] = [
         Function::QualtricsWebhook,
         Function::ExportPoller,
         Function::TicketCreator,
@@ -36,6 +38,7 @@ impl Function {
         Function::LoopCloser,
         Function::TicketSync,
         Function::OpsEvents,
+        Function::AnalyticsBuilder,
     ];
 
     pub fn spec(self) -> &'static FunctionSpec {
@@ -47,6 +50,7 @@ impl Function {
             Function::LoopCloser => &close_loop::closer::SPEC,
             Function::TicketSync => &close_loop::sync::SPEC,
             Function::OpsEvents => &pulse::SPEC,
+            Function::AnalyticsBuilder => &analytics::SPEC,
         }
     }
 
@@ -80,6 +84,7 @@ pub struct Functions {
     loop_closer: LoopService,
     ticket_sync: TicketSyncService,
     ops_events: OpsEventsService,
+    analytics: AnalyticsService,
 }
 
 impl Functions {
@@ -117,6 +122,8 @@ impl Functions {
         let loop_closer = LoopService::build(loops, deps)?;
         let ticket_sync = TicketSyncService::build(&bridge.ticketing, deps)?;
         let ops_events = OpsEventsService::build(bridge.pulses.clone(), deps);
+        let exported = surveys.iter().filter(|s| s.export).map(|s| s.id.clone());
+        let analytics = AnalyticsService::build(exported.collect(), deps)?;
         Ok(Self {
             webhook,
             export,
@@ -125,6 +132,7 @@ impl Functions {
             loop_closer,
             ticket_sync,
             ops_events,
+            analytics,
         })
     }
 
@@ -145,6 +153,7 @@ impl Functions {
             Function::LoopCloser => Box::pin(self.loop_closer.invoke(inv, envelope)).await,
             Function::TicketSync => Box::pin(self.ticket_sync.invoke(inv, envelope)).await,
             Function::OpsEvents => Box::pin(self.ops_events.invoke(inv, envelope)).await,
+            Function::AnalyticsBuilder => Box::pin(self.analytics.invoke(inv, envelope)).await,
         }
     }
 }

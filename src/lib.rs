@@ -12,6 +12,7 @@ pub mod config;
 pub mod deps;
 pub mod env;
 pub mod export;
+pub mod fault;
 pub mod functions;
 pub mod host;
 pub mod identity;

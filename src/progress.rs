@@ -91,6 +91,21 @@ impl Display {
         let _ = err.flush();
     }
 
+    /// Draws one step of `analytics rebuild`: a plain line each (a batch takes seconds).
+    pub fn show_analytics(&self, step: &crate::analytics::builder::Step) {
+        use crate::analytics::builder::Step as A;
+        let line = match step {
+            A::Batch { blobs, bytes } => {
+                format!("batch of {blobs} export blob(s), {}", mib(*bytes))
+            }
+            A::Blob { name, responses } => format!("{name}: {responses} response(s) in the batch"),
+            A::Committed { responses } => format!("batch committed: {responses} response(s)"),
+        };
+        self.finish();
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{line}");
+    }
+
     /// Ends a bar left open by a run that stopped early, so the result starts a line.
     pub fn finish(&self) {
         if let Ok(mut st) = self.state.lock() {

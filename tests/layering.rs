@@ -26,6 +26,7 @@ const OPERATIONS: &[&str] = &["loop_setup", "poison", "progress", "subscriptions
 const SHARED: &[&str] = &[
     "deps",
     "env",
+    "fault",
     "host",
     "identity",
     "json",

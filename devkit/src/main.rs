@@ -193,6 +193,8 @@ async fn main() -> anyhow::Result<()> {
     settings
         .entry("TICKET_SYNC_SCHEDULE".into())
         .or_insert_with(|| "0 */30 * * * *".into());
+        .entry("ANALYTICS_SCHEDULE".into())
+        .or_insert_with(|| "0 5 * * * *".into());
     let mut azurite = None;
     let mut sandbox = None;
     let app_root = match (binary, app_root) {

@@ -78,7 +78,8 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 // ---- function app identity ----------------------------------------------------------------
 
 // Host storage (leases, timer locks, host keys; the runtime creates its azure-webjobs-* containers,
-// which needs account scope), the deployment package, and the handler's exports/state blobs.
+// which needs account scope), the deployment package, and the handler's exports/state blobs and
+// analytics tables.
 resource appBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, appPrincipalId, roles.storageBlobDataOwner)
   scope: storage
@@ -86,7 +87,7 @@ resource appBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
-    description: 'qualtrics-bridge: host storage, deployment package, exports and state blobs'
+    description: 'qualtrics-bridge: host storage, deployment package, exports, state blobs and analytics tables'
   }
 }
 

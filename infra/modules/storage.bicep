@@ -28,6 +28,9 @@ param exportContainerName string
 @description('Blob container for export state and the ticket ledger (setting STATE_CONTAINER).')
 param stateContainerName string
 
+@description('Blob container of the analytics Delta tables (setting ANALYTICS_CONTAINER).')
+param analyticsContainerName string
+
 @description('Queue read by TicketCreator and written by QualtricsWebhook / ExportPoller.')
 param ticketQueueName string
 
@@ -145,6 +148,14 @@ resource stateContainer 'Microsoft.Storage/storageAccounts/blobServices/containe
   }
 }
 
+resource analyticsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2025-01-01' = {
+  parent: blobService
+  name: analyticsContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2025-01-01' = {
   parent: storage
   name: 'default'
@@ -219,3 +230,4 @@ output loopPoisonQueueName string = loopPoisonQueue.name
 output pulseQueueName string = pulseQueue.name
 output exportContainerName string = exportContainer.name
 output stateContainerName string = stateContainer.name
+output analyticsContainerName string = analyticsContainer.name

@@ -26,7 +26,8 @@ use super::ledger::{
     WriteBack,
 };
 use crate::deps::Deps;
-use crate::env::{CrashHook, SettingError};
+use crate::env::SettingError;
+use crate::fault::CrashHook;
 use crate::host::{
     Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply, QueueTrigger, Trigger,
 };

@@ -22,6 +22,7 @@ pub mod stream;
 
 use crate::deps::Deps;
 use crate::env::{number, SettingError};
+use crate::fault::CrashHook;
 use crate::host::{Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply, Trigger};
 use crate::messages::{RequestSource, TicketRequest};
 use crate::qualtrics::{CallBudget, ExportRequest, ExportStatus, QualtricsClient, QualtricsError};
@@ -67,7 +68,7 @@ pub struct ExportSettings {
     /// 429 retries one run may spend, shared by all its surveys.
     pub throttle_retries: u32,
     /// Test-only fault hook: `BRIDGE_TEST_CRASH_AT` aborts the process once at a named point.
-    pub crash: crate::env::CrashHook,
+    pub crash: CrashHook,
 }
 
 impl ExportSettings {
@@ -92,7 +93,7 @@ impl ExportSettings {
             overlap: Duration::from_secs(3600),
             lease_seconds: 15,
             throttle_retries: number(lookup, "EXPORT_THROTTLE_RETRIES", 30u32)?,
-            crash: crate::env::CrashHook::from_settings(lookup),
+            crash: CrashHook::from_settings(lookup),
         })
     }
 }
@@ -486,7 +487,7 @@ impl StateHandle {
 }
 
 impl Run<'_> {
-    /// `BRIDGE_TEST_CRASH_AT=<point>` ([`crate::env::CrashHook`], `docs/export.md` "Crashes").
+    /// `BRIDGE_TEST_CRASH_AT` (`docs/export.md`, "Crashes").
     fn crash_point(&self, point: &'static str) {
         self.settings.crash.point(point);
     }

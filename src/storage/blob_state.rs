@@ -91,15 +91,26 @@ pub enum Condition<'a> {
     Matches(&'a Etag, Option<&'a str>),
 }
 
-/// Writes a small blob under a condition; returns the new ETag.
+/// Writes a small JSON blob under a condition; returns the new ETag.
 pub async fn write(
     b: &BlobClient,
     name: &str,
     content: Bytes,
     cond: Condition<'_>,
 ) -> Result<Etag, BlobError> {
+    write_typed(b, name, content, "application/json", cond).await
+}
+
+/// [`write`] with another content type (one upload: up to the service's single-put limit).
+pub async fn write_typed(
+    b: &BlobClient,
+    name: &str,
+    content: Bytes,
+    content_type: &str,
+    cond: Condition<'_>,
+) -> Result<Etag, BlobError> {
     let mut opts = BlockBlobClientUploadOptions {
-        blob_content_type: Some("application/json".into()),
+        blob_content_type: Some(content_type.into()),
         ..Default::default()
     };
     match cond {

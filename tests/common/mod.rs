@@ -52,6 +52,7 @@ impl Default for StackBuilder {
         // Far-future schedule: tests fire timers on demand.
         settings.insert("EXPORT_SCHEDULE".into(), "0 0 0 1 1 *".into());
         settings.insert("TICKET_SYNC_SCHEDULE".into(), "0 0 0 1 1 *".into());
+        settings.insert("ANALYTICS_SCHEDULE".into(), "0 0 0 1 1 *".into());
         // Retry at once and poll quickly, so retry tests take seconds, not minutes.
         settings.insert(
             "AzureFunctionsJobHost__extensions__queues__visibilityTimeout".into(),

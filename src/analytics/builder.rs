@@ -1,0 +1,711 @@
+//! `AnalyticsBuilder`: the timer that turns new export blobs into rows of the Delta tables
+//! (`docs/analytics.md` has the protocol, the batching rule and the crash analysis).
+//!
+//! Per survey with `export = true`, with the cursor `{STATE_CONTAINER}/analytics/{surveyId}.json`:
+//! 1. pick a batch: the export blobs after the cursor's `lastBlob`, once they are big or old
+//!    enough ([`AnalyticsSettings`]), and record it in the cursor as `inflight` (ETag-checked);
+//! 2. stream its blobs line by line through `decode` into one Parquet file per table;
+//! 3. upload the files and commit each table (an `add` already in the log is skipped);
+//! 4. move `lastBlob` to the batch's last blob and clear `inflight` (ETag-checked).
+//!
+//! A crash before 4 reruns the same batch: same blobs, same file names, no add twice.
+
+use super::commit::{CommitError, Committed, Committer};
+use super::decode::{decode, Policy, RowContext};
+use super::definition::Definitions;
+use super::log::{Log, LogError};
+use super::parquet::{file_name, FileWriter, ParquetError, TableRow};
+use super::rows::{EmbeddedDataRow, Micros, QuestionResponseRow, SurveyResponseRow};
+use crate::deps::Deps;
+use crate::env::{number, SettingError};
+use crate::fault::CrashHook;
+use crate::host::{Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply, Trigger};
+use crate::storage::blob_state::{self, BlobError, Condition};
+use crate::storage::Storage;
+use azure_core::http::Etag;
+use azure_storage_blob::models::{BlobClientDownloadOptions, BlobContainerClientListBlobsOptions};
+use azure_storage_blob::BlobContainerClient;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use std::num::NonZero;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+const TIMER: &str = "timer";
+pub const SPEC: FunctionSpec = FunctionSpec {
+    name: "AnalyticsBuilder",
+    trigger: Trigger::Timer,
+    input: TIMER,
+};
+const FUNCTION: &str = SPEC.name;
+
+/// Download partition: the most of a blob held at once.
+const PARTITION: usize = 4 * 1024 * 1024;
+
+/// Settings of the analytics layer (all optional; `docs/settings.md`).
+#[derive(Debug, Clone)]
+pub struct AnalyticsSettings {
+    pub export_container: String,
+    pub analytics_container: String,
+    pub state_container: String,
+    /// The run starts no new batch with less than `min_remaining` of this left, and abandons
+    /// (to redo next run) a batch it cannot finish within it.
+    pub time_budget: Duration,
+    pub min_remaining: Duration,
+    /// A batch is written once the pending blobs hold this many bytes …
+    pub batch_min_bytes: u64,
+    /// … or the oldest pending blob is this old;
+    pub batch_max_age: Duration,
+    /// and holds blobs up to this many bytes (at least one blob).
+    pub batch_max_bytes: u64,
+    /// A checkpoint every this many versions of a table.
+    pub checkpoint_interval: u64,
+    pub crash: CrashHook,
+}
+
+impl AnalyticsSettings {
+    pub fn build(deps: &Deps) -> Result<Self, SettingError> {
+        let lookup = deps.lookup();
+        let budget =
+            Duration::from_secs(number(lookup, "ANALYTICS_TIME_BUDGET_SECONDS", 420u64)?.max(5));
+        let mib = 1024 * 1024;
+        Ok(Self {
+            export_container: lookup("EXPORT_CONTAINER")
+                .unwrap_or_else(|| "qualtrics-exports".into()),
+            analytics_container: lookup("ANALYTICS_CONTAINER")
+                .unwrap_or_else(|| "qualtrics-analytics".into()),
+            state_container: deps.state_container.as_str().to_owned(),
+            time_budget: budget,
+            min_remaining: (budget / 6).clamp(Duration::from_secs(2), Duration::from_secs(90)),
+            batch_min_bytes: number(lookup, "ANALYTICS_BATCH_MIN_MB", 64u64)? * mib,
+            batch_max_age: Duration::from_secs(number(
+                lookup,
+                "ANALYTICS_BATCH_MAX_AGE_SECONDS",
+                3600u64,
+            )?),
+            batch_max_bytes: number(lookup, "ANALYTICS_BATCH_MAX_MB", 256u64)?.max(1) * mib,
+            checkpoint_interval: number(lookup, "ANALYTICS_CHECKPOINT_INTERVAL", 10u64)?.max(1),
+            crash: CrashHook::from_settings(lookup),
+        })
+    }
+}
+
+/// One survey to build, and how.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub survey_id: String,
+    pub kind: JobKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobKind {
+    /// The timer's: `analytics/{surveyId}.json`, batches by the size/age rule.
+    Incremental,
+    /// `qualtrics-bridge analytics rebuild`: its own cursor (per container), every blob whose
+    /// export started at or after `since` (`YYYYMMDD…` prefix of the blob's file name), no
+    /// waiting for a batch to fill.
+    Rebuild { since: Option<String> },
+}
+
+impl Job {
+    fn cursor_blob(&self, container: &str) -> String {
+        match self.kind {
+            JobKind::Incremental => format!("analytics/{}.json", self.survey_id),
+            JobKind::Rebuild { .. } => {
+                format!("analytics-rebuild/{container}/{}.json", self.survey_id)
+            }
+        }
+    }
+}
+
+/// `analytics/{surveyId}.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cursor {
+    pub v: u32,
+    pub survey_id: String,
+    /// The last export blob whose rows are committed.
+    pub last_blob: Option<String>,
+    /// The batch being written: its blobs, in order.
+    pub inflight: Option<Vec<String>>,
+    #[serde(default)]
+    pub batches: u64,
+    #[serde(default)]
+    pub responses: u64,
+    /// Lines that were not an exported response (named in the log by blob and line).
+    #[serde(default)]
+    pub skipped_lines: u64,
+    pub last_run_at: Option<String>,
+}
+
+/// What happened to one survey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Batches committed this run (0: nothing new).
+    Built {
+        batches: u64,
+        responses: u64,
+    },
+    /// New blobs wait for the batch to fill (size or age).
+    Waiting {
+        pending: usize,
+        bytes: u64,
+    },
+    /// Another run moved the cursor first.
+    Busy,
+    Deferred(String),
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub struct SurveyReport {
+    pub survey_id: String,
+    pub outcome: Outcome,
+}
+
+impl SurveyReport {
+    pub fn line(&self) -> String {
+        let sid = &self.survey_id;
+        match &self.outcome {
+            Outcome::Built { batches, responses } => {
+                format!("{sid}: {batches} batch(es), {responses} response(s) added to the tables")
+            }
+            Outcome::Waiting { pending, bytes } => format!(
+                "{sid}: {pending} new export blob(s), {bytes} bytes: waiting for the batch to fill"
+            ),
+            Outcome::Busy => format!("{sid}: skipped: another run moved the cursor"),
+            Outcome::Deferred(why) => format!("{sid}: deferred: {why}"),
+            Outcome::Failed(why) => format!("{sid}: failed: {why}"),
+        }
+    }
+}
+
+/// Progress of a rebuild, for a display.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Batch { blobs: usize, bytes: u64 },
+    Blob { name: String, responses: u64 },
+    Committed { responses: u64 },
+}
+
+pub type ProgressFn = Arc<dyn Fn(Step) + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no storage connection (AzureWebJobsStorage)")]
+    NoStorage,
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// A batch did not complete.
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error(transparent)]
+    Parquet(#[from] ParquetError),
+    #[error("{blob}: download: {reason}")]
+    Download { blob: String, reason: String },
+    #[error("time budget spent; the batch is redone next run")]
+    OutOfTime,
+    #[error("the cursor was moved by another run")]
+    Busy,
+}
+
+/// `AnalyticsBuilder`'s state.
+#[derive(Debug)]
+pub struct AnalyticsService {
+    jobs: Vec<Job>,
+    settings: AnalyticsSettings,
+    storage: Option<Storage>,
+}
+
+impl AnalyticsService {
+    pub fn build(surveys: Vec<String>, deps: &Deps) -> Result<Self, SettingError> {
+        let jobs = surveys
+            .into_iter()
+            .map(|survey_id| Job {
+                survey_id,
+                kind: JobKind::Incremental,
+            })
+            .collect();
+        Ok(Self::new(jobs, AnalyticsSettings::build(deps)?, deps))
+    }
+
+    pub fn new(jobs: Vec<Job>, settings: AnalyticsSettings, deps: &Deps) -> Self {
+        Self {
+            jobs,
+            settings,
+            storage: deps.storage.clone(),
+        }
+    }
+
+    pub async fn invoke(
+        &self,
+        inv: &Invocation,
+        envelope: Envelope<'_>,
+    ) -> Result<InvocationReply, InvocationError> {
+        let timer = envelope.timer(TIMER)?;
+        tracing::info!(invocation_id = %inv.id, function = FUNCTION, past_due = timer.is_past_due, surveys = self.jobs.len(), "analytics run");
+        let mut reply = InvocationReply::new();
+        if self.jobs.is_empty() {
+            return Ok(reply.log("no survey is configured for export"));
+        }
+        let reports = self
+            .run(&self.jobs, &inv.id, None)
+            .await
+            .map_err(|e| InvocationError::retry_from("analytics run could not start", e))?;
+        for r in reports {
+            reply = reply.log(r.line());
+        }
+        Ok(reply)
+    }
+
+    /// Builds `jobs` one after the other within the time budget: the timer and
+    /// `qualtrics-bridge analytics rebuild` both call it.
+    pub async fn run(
+        &self,
+        jobs: &[Job],
+        invocation_id: &str,
+        progress: Option<ProgressFn>,
+    ) -> Result<Vec<SurveyReport>, RunError> {
+        let s = &self.settings;
+        let storage = self.storage.as_ref().ok_or(RunError::NoStorage)?;
+        let container = |name: &str| {
+            storage
+                .blob_container(name)
+                .map_err(|e| RunError::Storage(e.to_string()))
+        };
+        let run = Run {
+            settings: s,
+            deadline: Instant::now() + s.time_budget,
+            exports: container(&s.export_container)?,
+            tables: Arc::new(container(&s.analytics_container)?),
+            states: container(&s.state_container)?,
+            progress,
+        };
+        for c in [&run.exports, &*run.tables, &run.states] {
+            blob_state::ensure_container(c)
+                .await
+                .map_err(|e| RunError::Storage(e.to_string()))?;
+        }
+        let mut reports = Vec::new();
+        for job in jobs {
+            let sid = &job.survey_id;
+            let t0 = Instant::now();
+            let outcome = run.survey(job).await;
+            let ms = t0.elapsed().as_millis() as u64;
+            match &outcome {
+                Outcome::Failed(why) => {
+                    tracing::error!(invocation_id, function = FUNCTION, survey_id = %sid, reason = %why, duration_ms = ms, outcome = "failed", "analytics failed")
+                }
+                other => {
+                    tracing::info!(invocation_id, function = FUNCTION, survey_id = %sid, duration_ms = ms, outcome = ?other, "analytics survey done")
+                }
+            }
+            reports.push(SurveyReport {
+                survey_id: sid.clone(),
+                outcome,
+            });
+        }
+        Ok(reports)
+    }
+}
+
+struct Run<'a> {
+    settings: &'a AnalyticsSettings,
+    deadline: Instant,
+    exports: BlobContainerClient,
+    tables: Arc<BlobContainerClient>,
+    states: BlobContainerClient,
+    progress: Option<ProgressFn>,
+}
+
+/// An export blob not yet in the tables.
+struct Pending {
+    name: String,
+    size: u64,
+    modified: Option<OffsetDateTime>,
+}
+
+/// The rows of one batch, one file per table.
+struct Files {
+    responses: FileWriter<SurveyResponseRow>,
+    cells: FileWriter<QuestionResponseRow>,
+    embedded: FileWriter<EmbeddedDataRow>,
+    responses_seen: u64,
+    skipped: u64,
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// When the export of `blob` started: its file name begins `YYYYMMDDTHHMMSSZ`.
+fn exported_at_of(blob: &str) -> Option<Micros> {
+    let file = blob.rsplit('/').next()?;
+    let stamp = file.get(..16)?;
+    let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let t = time::PrimitiveDateTime::parse(stamp, &f).ok()?.assume_utc();
+    Some((t.unix_timestamp_nanos() / 1000) as i64)
+}
+
+impl Run<'_> {
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    fn report(&self, step: Step) {
+        if let Some(p) = &self.progress {
+            p(step);
+        }
+    }
+
+    async fn survey(&self, job: &Job) -> Outcome {
+        let (mut batches, mut responses) = (0, 0);
+        loop {
+            if self.remaining() < self.settings.min_remaining {
+                return Outcome::Deferred("time budget short; resumes next run".into());
+            }
+            match self.next_batch(job).await {
+                Ok(Some(n)) => {
+                    batches += 1;
+                    responses += n;
+                }
+                Ok(None) => return Outcome::Built { batches, responses },
+                Err(NoBatch::Waiting { pending, bytes }) if batches == 0 => {
+                    return Outcome::Waiting { pending, bytes }
+                }
+                Err(NoBatch::Waiting { .. }) => return Outcome::Built { batches, responses },
+                Err(NoBatch::Failed(BatchError::Busy)) => return Outcome::Busy,
+                Err(NoBatch::Failed(e @ BatchError::OutOfTime)) => {
+                    return Outcome::Deferred(e.to_string())
+                }
+                Err(NoBatch::Failed(e)) => return Outcome::Failed(e.to_string()),
+            }
+        }
+    }
+
+    /// Reads (or creates) the cursor.
+    async fn cursor(&self, job: &Job) -> Result<(Cursor, Etag, String), BatchError> {
+        let name = job.cursor_blob(&self.settings.analytics_container);
+        let b = self.states.blob_client(&name);
+        loop {
+            if let Some((bytes, etag)) = blob_state::read(&b, &name).await? {
+                let cursor = serde_json::from_slice(&bytes).map_err(|e| BlobError::Other {
+                    op: "parse cursor",
+                    blob: name.clone(),
+                    reason: e.to_string(),
+                })?;
+                return Ok((cursor, etag, name));
+            }
+            let init = Cursor {
+                v: 1,
+                survey_id: job.survey_id.clone(),
+                ..Default::default()
+            };
+            match blob_state::write(&b, &name, to_bytes(&init), Condition::Absent).await {
+                Ok(_) | Err(BlobError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn save(&self, name: &str, cursor: &Cursor, etag: &Etag) -> Result<Etag, BatchError> {
+        let b = self.states.blob_client(name);
+        match blob_state::write(&b, name, to_bytes(cursor), Condition::Matches(etag, None)).await {
+            Ok(e) => Ok(e),
+            Err(BlobError::Conflict { .. }) => Err(BatchError::Busy),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Export blobs of the survey after `after`, in name (= start time) order.
+    async fn pending(&self, job: &Job, after: Option<&str>) -> Result<Vec<Pending>, BatchError> {
+        let prefix = format!("{}/", job.survey_id);
+        let opts = BlobContainerClientListBlobsOptions {
+            prefix: Some(prefix.clone()),
+            ..Default::default()
+        };
+        let list_err = |e: azure_core::Error| {
+            BatchError::Blob(BlobError::Other {
+                op: "list",
+                blob: prefix.clone(),
+                reason: crate::storage::Cause(&e).to_string(),
+            })
+        };
+        let mut pages = self
+            .exports
+            .list_blobs(Some(opts))
+            .map_err(list_err)?
+            .into_pages();
+        let since = match &job.kind {
+            JobKind::Rebuild { since } => since.as_deref(),
+            JobKind::Incremental => None,
+        };
+        let mut out = Vec::new();
+        while let Some(page) = pages.try_next().await.map_err(list_err)? {
+            let items = page.into_model().map_err(list_err)?.blob_items;
+            for item in items {
+                let Some(name) = item.name else { continue };
+                if !name.ends_with(".ndjson") || after.is_some_and(|a| name.as_str() <= a) {
+                    continue;
+                }
+                let file = name.rsplit('/').next().unwrap_or_default();
+                if since.is_some_and(|s| file < s) {
+                    continue;
+                }
+                let props = item.properties;
+                out.push(Pending {
+                    size: props.as_ref().and_then(|p| p.content_length).unwrap_or(0),
+                    modified: props.and_then(|p| p.last_modified),
+                    name,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Commits one batch; `Ok(None)` when there is nothing new.
+    async fn next_batch(&self, job: &Job) -> Result<Option<u64>, NoBatch> {
+        let s = self.settings;
+        let (mut cursor, mut etag, name) = self.cursor(job).await?;
+        let batch = match cursor.inflight.clone() {
+            Some(batch) => batch,
+            None => {
+                let pending = self.pending(job, cursor.last_blob.as_deref()).await?;
+                if pending.is_empty() {
+                    return Ok(None);
+                }
+                let bytes: u64 = pending.iter().map(|p| p.size).sum();
+                let oldest = pending.iter().filter_map(|p| p.modified).min();
+                let old_enough = oldest.is_none_or(|t| {
+                    (OffsetDateTime::now_utc() - t).whole_seconds()
+                        >= s.batch_max_age.as_secs() as i64
+                });
+                if job.kind == JobKind::Incremental && bytes < s.batch_min_bytes && !old_enough {
+                    return Err(NoBatch::Waiting {
+                        pending: pending.len(),
+                        bytes,
+                    });
+                }
+                let mut total = 0;
+                let batch: Vec<String> = pending
+                    .into_iter()
+                    .take_while(|p| {
+                        let take = total == 0 || total + p.size <= s.batch_max_bytes;
+                        total += p.size;
+                        take
+                    })
+                    .map(|p| p.name)
+                    .collect();
+                self.report(Step::Batch {
+                    blobs: batch.len(),
+                    bytes: total,
+                });
+                cursor.inflight = Some(batch.clone());
+                etag = self.save(&name, &cursor, &etag).await?;
+                s.crash.point("analytics-after-inflight");
+                batch
+            }
+        };
+        let files = self.read_batch(&job.survey_id, &batch).await?;
+        let (responses, skipped) = (files.responses_seen, files.skipped);
+        let now = now_ms();
+        let sid = &job.survey_id;
+        self.land(files.responses, sid, &batch, now).await?;
+        s.crash.point("analytics-after-first-commit");
+        self.land(files.cells, sid, &batch, now).await?;
+        self.land(files.embedded, sid, &batch, now).await?;
+        s.crash.point("analytics-before-cursor");
+        cursor.last_blob = batch.last().cloned().or(cursor.last_blob);
+        cursor.inflight = None;
+        cursor.batches += 1;
+        cursor.responses += responses;
+        cursor.skipped_lines += skipped;
+        cursor.last_run_at = Some(
+            OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        );
+        self.save(&name, &cursor, &etag).await?;
+        self.report(Step::Committed { responses });
+        Ok(Some(responses))
+    }
+
+    /// Uploads a table's file (if it has rows) and commits it (creating the table if needed).
+    async fn land<R: TableRow>(
+        &self,
+        w: FileWriter<R>,
+        survey_id: &str,
+        batch: &[String],
+        now: i64,
+    ) -> Result<Committed, BatchError> {
+        let committer = Committer::new(
+            Log::new(self.tables.clone(), R::TABLE),
+            R::COLUMNS,
+            self.settings.checkpoint_interval,
+        );
+        let mut adds = Vec::new();
+        if w.rows() > 0 {
+            let f = w.finish(file_name(R::TABLE, survey_id, batch))?;
+            committer
+                .log()
+                .write_data_file(&f.add.path, f.bytes)
+                .await?;
+            adds.push(f.add);
+        }
+        self.settings.crash.point("analytics-after-data-file");
+        Ok(committer.commit(&adds, now).await?)
+    }
+
+    async fn read_batch(&self, survey_id: &str, batch: &[String]) -> Result<Files, BatchError> {
+        let mut files = Files {
+            responses: FileWriter::new()?,
+            cells: FileWriter::new()?,
+            embedded: FileWriter::new()?,
+            responses_seen: 0,
+            skipped: 0,
+        };
+        // The integrator wires definition snapshots and `[surveys.analytics]` here.
+        let (definitions, policy) = (Definitions::default(), Policy::default());
+        for blob in batch {
+            let b = self.exports.blob_client(blob);
+            let opts = BlobClientDownloadOptions {
+                parallel: NonZero::new(1),
+                partition_size: NonZero::new(PARTITION),
+                ..Default::default()
+            };
+            let download_err = |e: azure_core::Error| BatchError::Download {
+                blob: blob.clone(),
+                reason: crate::storage::Cause(&e).to_string(),
+            };
+            let r = b.download(Some(opts)).await.map_err(download_err)?;
+            let exported_at = exported_at_of(blob)
+                .or_else(|| {
+                    r.properties
+                        .last_modified
+                        .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
+                })
+                .unwrap_or(0);
+            let ctx = RowContext {
+                survey_id,
+                exported_at,
+                source_blob: blob,
+            };
+            let mut body = r.body;
+            let mut carry: Vec<u8> = Vec::new();
+            let mut line_no = 0u64;
+            let mut on_line = |line: &[u8], files: &mut Files| -> Result<(), BatchError> {
+                line_no += 1;
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(());
+                }
+                match decode(line, &ctx, &definitions, &policy) {
+                    Ok(d) => {
+                        files.responses.push(&d.response)?;
+                        for c in &d.cells {
+                            files.cells.push(c)?;
+                        }
+                        for e in &d.embedded {
+                            files.embedded.push(e)?;
+                        }
+                        files.responses_seen += 1;
+                    }
+                    Err(e) => {
+                        files.skipped += 1;
+                        tracing::warn!(function = FUNCTION, survey_id, blob = %blob, line = line_no, error = %e, "line skipped: not an exported response");
+                    }
+                }
+                Ok(())
+            };
+            loop {
+                let next = tokio::time::timeout(self.remaining(), body.next()).await;
+                let chunk = match next {
+                    Err(_) => return Err(BatchError::OutOfTime),
+                    Ok(None) => break,
+                    Ok(Some(c)) => c.map_err(download_err)?,
+                };
+                let mut rest: &[u8] = &chunk;
+                while let Some(i) = memchr::memchr(b'\n', rest) {
+                    if carry.is_empty() {
+                        on_line(&rest[..i], &mut files)?;
+                    } else {
+                        carry.extend_from_slice(&rest[..i]);
+                        let line = std::mem::take(&mut carry);
+                        on_line(&line, &mut files)?;
+                    }
+                    rest = &rest[i + 1..];
+                }
+                carry.extend_from_slice(rest);
+            }
+            if !carry.is_empty() {
+                on_line(&carry, &mut files)?;
+            }
+            if self.remaining().is_zero() {
+                return Err(BatchError::OutOfTime);
+            }
+            self.report(Step::Blob {
+                name: blob.clone(),
+                responses: files.responses_seen,
+            });
+        }
+        Ok(files)
+    }
+}
+
+/// Why [`Run::next_batch`] wrote nothing.
+enum NoBatch {
+    Waiting { pending: usize, bytes: u64 },
+    Failed(BatchError),
+}
+
+impl From<BatchError> for NoBatch {
+    fn from(e: BatchError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+fn to_bytes(c: &Cursor) -> Bytes {
+    Bytes::from(serde_json::to_vec(c).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_start_comes_from_the_blob_name() {
+        assert_eq!(
+            exported_at_of("SV_1/2024/05/01/20240501T120000Z-ES_abc.ndjson"),
+            Some(1_714_564_800_000_000)
+        );
+        assert_eq!(exported_at_of("SV_1/x.ndjson"), None);
+        assert_eq!(exported_at_of("é"), None);
+    }
+
+    #[test]
+    fn cursors_are_per_survey_and_rebuilds_keep_their_own() {
+        let job = |kind| Job {
+            survey_id: "SV_1".into(),
+            kind,
+        };
+        assert_eq!(
+            job(JobKind::Incremental).cursor_blob("c"),
+            "analytics/SV_1.json"
+        );
+        assert_eq!(
+            job(JobKind::Rebuild { since: None }).cursor_blob("c"),
+            "analytics-rebuild/c/SV_1.json"
+        );
+    }
+}
