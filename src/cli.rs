@@ -674,9 +674,17 @@ async fn analytics_rebuild(
         Ok(s) => s,
         Err(e) => return usage(CMD, e),
     };
-    if let Err(code) = bridge(CMD, config) {
-        return code;
-    }
+    let analytics = match bridge(CMD, config) {
+        // A survey not in bridge.toml is rebuilt with the default policy (no identity, no
+        // embedded data, free text kept), as the timer would if it were configured bare.
+        Ok((b, _)) => b
+            .surveys
+            .iter()
+            .find(|s| s.id == survey)
+            .and_then(|s| s.analytics.clone())
+            .unwrap_or_default(),
+        Err(code) => return code,
+    };
     let deps = match deps(CMD) {
         Ok(d) => d,
         Err(code) => return code,
@@ -705,6 +713,7 @@ async fn analytics_rebuild(
     let job = builder::Job {
         survey_id: survey.to_string(),
         kind: builder::JobKind::Rebuild { since },
+        analytics,
     };
     let service = builder::AnalyticsService::new(Vec::new(), settings, &deps);
     let result = service.run(&[job], "cli", Some(progress)).await;

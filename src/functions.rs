@@ -3,10 +3,10 @@
 //! start-up's routing. Adding a function is a module with its `SPEC` and service, a variant
 //! here, its arm in each `match`, and its `functions/{Name}/function.json`.
 
+use crate::analytics::{self, AnalyticsService};
 use crate::close_loop::{
     self, LoopBuildError, LoopService, TicketEventsService, TicketSyncService,
 };
-use crate::analytics::{self, AnalyticsService};
 use crate::config::BridgeConfig;
 use crate::deps::Deps;
 use crate::env::SettingError;
@@ -122,7 +122,10 @@ impl Functions {
         let loop_closer = LoopService::build(loops, deps)?;
         let ticket_sync = TicketSyncService::build(&bridge.ticketing, deps)?;
         let ops_events = OpsEventsService::build(bridge.pulses.clone(), deps);
-        let exported = surveys.iter().filter(|s| s.export).map(|s| s.id.clone());
+        let exported = surveys
+            .iter()
+            .filter(|s| s.export)
+            .map(|s| (s.id.clone(), s.analytics.clone().unwrap_or_default()));
         let analytics = AnalyticsService::build(exported.collect(), deps)?;
         Ok(Self {
             webhook,

@@ -574,3 +574,129 @@ async fn concurrent_committers_lose_and_duplicate_nothing_and_checkpoints_are_re
         .collect();
     assert_eq!(files, adds.iter().map(String::as_str).collect());
 }
+
+/// The timer decodes with the survey's definition: it fetches it from Qualtrics, stores the
+/// snapshot, and every cell of devkit's sandbox survey (every question type the decoder
+/// handles) reaches `question_response` as the library's decoder makes it from the same
+/// definition and `[surveys.analytics]` — values, statuses and definition version included —
+/// read back by delta-rs. Embedded data is only the allow-listed key.
+#[tokio::test]
+async fn the_timer_decodes_with_the_surveys_definition() {
+    use devkit::fakes::qualtrics::FakeQualtrics;
+    use devkit::fakes::sandbox_data::{self, DEFINITION_VERSION, SANDBOX_ANALYTICS_SURVEY};
+    use qualtrics_bridge::analytics::decode::{decode, Policy, RowContext};
+    use qualtrics_bridge::analytics::definition::{Definition, Definitions};
+
+    let data = sandbox_data::generate(
+        SANDBOX_ANALYTICS_SURVEY,
+        sandbox_data::SANDBOX_SEED,
+        300,
+        1_767_657_600_000,
+        30,
+    );
+    let fake = FakeQualtrics::start("token-analytics").await.expect("fake");
+    fake.add_dataset(&data);
+    let sid = data.survey_id.as_str();
+    let stack = StackBuilder::default()
+        .bridge_toml(&format!(
+            "[[surveys]]\nid = \"{sid}\"\nexport = true\n[surveys.analytics]\nembedded = [\"Store\"]\n"
+        ))
+        .setting("ANALYTICS_BATCH_MAX_AGE_SECONDS", "0")
+        .setting("QUALTRICS_BASE_URL", &fake.base_url)
+        .setting("QUALTRICS_API_TOKEN", "token-analytics")
+        // Exports are written below by hand; the poller stays out of the way.
+        .without_function("ExportPoller")
+        .start()
+        .await;
+    let s = common::storage_of(&stack.azurite);
+    let name = format!("{sid}/2026/01/06/20260106T001500Z-ES_0001.ndjson");
+    let text: String = data
+        .responses
+        .iter()
+        .map(|r| format!("{}\n", r.text))
+        .collect();
+    put(&s, EXPORTS, &name, &text).await;
+    let logs = fire(&stack).await;
+    assert!(logs.contains("300 response(s)"), "{logs}");
+    let snapshots: Vec<String> = common::blob_names(&s, "bridge-state")
+        .await
+        .into_iter()
+        .filter(|n| n.starts_with("definitions/"))
+        .collect();
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+
+    let definitions = Definitions::new(vec![
+        Definition::from_raw(sid, data.definition.clone()).expect("definition")
+    ]);
+    let policy = Policy {
+        embedded_allow: vec!["Store".into()],
+        free_text: true,
+        ..Policy::default()
+    };
+    let ctx = RowContext {
+        survey_id: sid,
+        exported_at: exported_at(&name),
+        source_blob: &name,
+    };
+    let mut want_cells = BTreeSet::new();
+    let mut want_embedded = BTreeSet::new();
+    for r in &data.responses {
+        let d = decode(r.text.as_bytes(), &ctx, &definitions, &policy).expect("decodes");
+        for c in d.cells {
+            want_cells.insert(
+                json!([
+                    c.response_id,
+                    c.export_key,
+                    c.item_index,
+                    c.value_num,
+                    c.value_text,
+                    c.decode_status.as_str(),
+                    c.definition_version
+                ])
+                .to_string(),
+            );
+        }
+        for e in d.embedded {
+            want_embedded.insert(json!([e.response_id, e.key, e.value]).to_string());
+        }
+    }
+    assert!(want_cells.iter().all(|c| !c.contains("definition_missing")));
+
+    let report = oracle(
+        &stack.azurite,
+        &s,
+        TABLES,
+        &["question_response", "response_embedded_data"],
+        true,
+    )
+    .await;
+    let got_cells: BTreeSet<String> = report["question_response"]["delta_rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            json!([
+                r["response_id"],
+                r["export_key"],
+                r["item_index"],
+                r["value_num"].as_f64(),
+                r["value_text"],
+                r["decode_status"],
+                r["definition_version"]
+            ])
+            .to_string()
+        })
+        .collect();
+    assert_eq!(got_cells.len(), want_cells.len());
+    assert_eq!(got_cells, want_cells);
+    assert!(got_cells.iter().all(|c| c.contains(DEFINITION_VERSION)));
+    let got_embedded: BTreeSet<String> = report["response_embedded_data"]["delta_rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| json!([r["response_id"], r["key"], r["value"]]).to_string())
+        .collect();
+    assert!(!got_embedded.is_empty());
+    assert_eq!(got_embedded, want_embedded);
+    stack.settle(Duration::from_secs(10)).await;
+}

@@ -193,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
     settings
         .entry("TICKET_SYNC_SCHEDULE".into())
         .or_insert_with(|| "0 */30 * * * *".into());
+    settings
         .entry("ANALYTICS_SCHEDULE".into())
         .or_insert_with(|| "0 5 * * * *".into());
     let mut azurite = None;

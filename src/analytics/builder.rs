@@ -15,11 +15,15 @@ use super::decode::{decode, Policy, RowContext};
 use super::definition::Definitions;
 use super::log::{Log, LogError};
 use super::parquet::{file_name, FileWriter, ParquetError, TableRow};
+use super::privacy::AnalyticsConfig;
 use super::rows::{EmbeddedDataRow, Micros, QuestionResponseRow, SurveyResponseRow};
+use super::store::{DefinitionStore, StoreError};
 use crate::deps::Deps;
 use crate::env::{number, SettingError};
 use crate::fault::CrashHook;
 use crate::host::{Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply, Trigger};
+use crate::qualtrics::{CallBudget, QualtricsClient};
+use crate::secrets::{SecretName, SecretsProvider};
 use crate::storage::blob_state::{self, BlobError, Condition};
 use crate::storage::Storage;
 use azure_core::http::Etag;
@@ -97,6 +101,8 @@ impl AnalyticsSettings {
 pub struct Job {
     pub survey_id: String,
     pub kind: JobKind,
+    /// The survey's `[surveys.analytics]` (the default when absent).
+    pub analytics: AnalyticsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,15 +231,22 @@ pub struct AnalyticsService {
     jobs: Vec<Job>,
     settings: AnalyticsSettings,
     storage: Option<Storage>,
+    secrets: Arc<SecretsProvider>,
+    qualtrics: Option<Arc<QualtricsClient>>,
 }
 
 impl AnalyticsService {
-    pub fn build(surveys: Vec<String>, deps: &Deps) -> Result<Self, SettingError> {
+    /// `surveys`: each exported survey and its `[surveys.analytics]`.
+    pub fn build(
+        surveys: Vec<(String, AnalyticsConfig)>,
+        deps: &Deps,
+    ) -> Result<Self, SettingError> {
         let jobs = surveys
             .into_iter()
-            .map(|survey_id| Job {
+            .map(|(survey_id, analytics)| Job {
                 survey_id,
                 kind: JobKind::Incremental,
+                analytics,
             })
             .collect();
         Ok(Self::new(jobs, AnalyticsSettings::build(deps)?, deps))
@@ -244,6 +257,8 @@ impl AnalyticsService {
             jobs,
             settings,
             storage: deps.storage.clone(),
+            secrets: deps.secrets.clone(),
+            qualtrics: deps.qualtrics.clone(),
         }
     }
 
@@ -290,6 +305,9 @@ impl AnalyticsService {
             tables: Arc::new(container(&s.analytics_container)?),
             states: container(&s.state_container)?,
             progress,
+            secrets: &self.secrets,
+            qualtrics: self.qualtrics.as_deref(),
+            definitions: DefinitionStore::new(container(&s.state_container)?),
         };
         for c in [&run.exports, &*run.tables, &run.states] {
             blob_state::ensure_container(c)
@@ -326,6 +344,9 @@ struct Run<'a> {
     tables: Arc<BlobContainerClient>,
     states: BlobContainerClient,
     progress: Option<ProgressFn>,
+    secrets: &'a SecretsProvider,
+    qualtrics: Option<&'a QualtricsClient>,
+    definitions: DefinitionStore,
 }
 
 /// An export blob not yet in the tables.
@@ -368,13 +389,63 @@ impl Run<'_> {
         }
     }
 
+    /// The definition snapshots and the privacy policy `job`'s rows are decoded with. The
+    /// current definition is fetched first (stored only when its `LastModified` is new); if
+    /// that fails the stored snapshots serve, and with none stored the run fails rather than
+    /// commit rows it could not decode (it is retried next run). Without `QUALTRICS_BASE_URL`
+    /// rows are kept undecoded (`definition_missing`), to be decoded by a rebuild.
+    async fn decoding(&self, job: &Job) -> Result<(Definitions, Policy), String> {
+        let sid = &job.survey_id;
+        let store = &self.definitions;
+        let mut fetch_failed = None;
+        if let Some(client) = self.qualtrics {
+            let budget = CallBudget::new(Some(self.deadline), 2);
+            match store.refresh(client, self.secrets, &budget, sid).await {
+                Ok(r) => {
+                    tracing::info!(survey_id = %sid, definition = ?r, "survey definition checked")
+                }
+                // A survey Qualtrics no longer has: its exports are still built, undecoded
+                // unless a snapshot was stored while it existed.
+                Err(StoreError::Qualtrics(e)) if e.is_not_found() => {
+                    tracing::warn!(survey_id = %sid, error = %e, "survey definition not found; stored snapshots serve");
+                }
+                Err(e) => {
+                    tracing::warn!(survey_id = %sid, error = %e, "survey definition not fetched; stored snapshots serve");
+                    fetch_failed = Some(e.to_string());
+                }
+            }
+        }
+        let definitions = store
+            .load(sid)
+            .await
+            .map_err(|e| format!("survey definitions: {e}"))?;
+        if let (true, Some(why)) = (definitions.is_empty(), fetch_failed) {
+            return Err(format!(
+                "no survey definition stored and none fetched: {why}"
+            ));
+        }
+        let hash_key = if job.analytics.identity.is_empty() {
+            None
+        } else {
+            self.secrets
+                .get(SecretName::AnalyticsHashKey)
+                .await
+                .map_err(|e| format!("secret analytics-hash-key: {e}"))?
+        };
+        Ok((definitions, job.analytics.policy(hash_key)))
+    }
+
     async fn survey(&self, job: &Job) -> Outcome {
+        let (definitions, policy) = match self.decoding(job).await {
+            Ok(d) => d,
+            Err(why) => return Outcome::Failed(why),
+        };
         let (mut batches, mut responses) = (0, 0);
         loop {
             if self.remaining() < self.settings.min_remaining {
                 return Outcome::Deferred("time budget short; resumes next run".into());
             }
-            match self.next_batch(job).await {
+            match self.next_batch(job, &definitions, &policy).await {
                 Ok(Some(n)) => {
                     batches += 1;
                     responses += n;
@@ -475,7 +546,12 @@ impl Run<'_> {
     }
 
     /// Commits one batch; `Ok(None)` when there is nothing new.
-    async fn next_batch(&self, job: &Job) -> Result<Option<u64>, NoBatch> {
+    async fn next_batch(
+        &self,
+        job: &Job,
+        definitions: &Definitions,
+        policy: &Policy,
+    ) -> Result<Option<u64>, NoBatch> {
         let s = self.settings;
         let (mut cursor, mut etag, name) = self.cursor(job).await?;
         let batch = match cursor.inflight.clone() {
@@ -517,7 +593,9 @@ impl Run<'_> {
                 batch
             }
         };
-        let files = self.read_batch(&job.survey_id, &batch).await?;
+        let files = self
+            .read_batch(&job.survey_id, &batch, definitions, policy)
+            .await?;
         let (responses, skipped) = (files.responses_seen, files.skipped);
         let now = now_ms();
         let sid = &job.survey_id;
@@ -567,7 +645,13 @@ impl Run<'_> {
         Ok(committer.commit(&adds, now).await?)
     }
 
-    async fn read_batch(&self, survey_id: &str, batch: &[String]) -> Result<Files, BatchError> {
+    async fn read_batch(
+        &self,
+        survey_id: &str,
+        batch: &[String],
+        definitions: &Definitions,
+        policy: &Policy,
+    ) -> Result<Files, BatchError> {
         let mut files = Files {
             responses: FileWriter::new()?,
             cells: FileWriter::new()?,
@@ -575,8 +659,6 @@ impl Run<'_> {
             responses_seen: 0,
             skipped: 0,
         };
-        // The integrator wires definition snapshots and `[surveys.analytics]` here.
-        let (definitions, policy) = (Definitions::default(), Policy::default());
         for blob in batch {
             let b = self.exports.blob_client(blob);
             let opts = BlobClientDownloadOptions {
@@ -610,7 +692,7 @@ impl Run<'_> {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     return Ok(());
                 }
-                match decode(line, &ctx, &definitions, &policy) {
+                match decode(line, &ctx, definitions, policy) {
                     Ok(d) => {
                         files.responses.push(&d.response)?;
                         for c in &d.cells {
@@ -698,6 +780,7 @@ mod tests {
         let job = |kind| Job {
             survey_id: "SV_1".into(),
             kind,
+            analytics: AnalyticsConfig::default(),
         };
         assert_eq!(
             job(JobKind::Incremental).cursor_blob("c"),
