@@ -7,12 +7,10 @@
 
 mod common;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use common::StackBuilder;
 use devkit::fakes::qualtrics::FakeQualtrics;
 use devkit::fakes::ticket_events::{Delivery, EventTarget};
-use devkit::fakes::zendesk::{self, FakeZendesk};
+use devkit::fakes::zendesk::FakeZendesk;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -46,9 +44,7 @@ followup = {{ survey = "SV_followup1", library = "UR_lib1", message = "MS_msg1",
         .bridge_toml(&toml)
         .setting("QUALTRICS_BASE_URL", &q.base_url)
         .setting("QUALTRICS_API_TOKEN", TOKEN)
-        .setting("ZENDESK_BASE_URL", &zd.url())
-        .setting("ZENDESK_EMAIL", zendesk::EMAIL)
-        .setting("ZENDESK_API_TOKEN", zendesk::API_TOKEN)
+        .zendesk(&zd.url())
         .setting("ZENDESK_WEBHOOK_SECRET", SECRET)
         .setting("LOOP_RETRY_MAX_DELAY_SECONDS", "2")
         .setting("LOOP_CALL_TIMEOUT_SECONDS", "2")
@@ -62,21 +58,7 @@ followup = {{ survey = "SV_followup1", library = "UR_lib1", message = "MS_msg1",
         q.set_recipient(r, &address, "Pat", "Respondent");
         email.insert(r.clone(), address);
     }
-    stack
-        .queues
-        .create_queue("ticket-requests")
-        .await
-        .expect("queue");
-    for r in &responses {
-        let text = format!(
-            r#"{{"v":1,"surveyId":"{SV}","responseId":"{r}","source":"webhook","receivedAt":"2026-12-07T00:00:00Z"}}"#
-        );
-        stack
-            .queues
-            .put_message("ticket-requests", &STANDARD.encode(text))
-            .await
-            .expect("put");
-    }
+    stack.request_tickets(SV, &responses).await;
     stack.settle(SETTLE).await;
     let tickets = zd.tickets();
     assert_eq!(tickets.len(), TICKETS, "one ticket per response");

@@ -7,13 +7,11 @@
 
 mod common;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use common::{blob_names, blob_text, storage_of, Stack, StackBuilder};
 use devkit::fakes::qualtrics::FakeQualtrics;
 use devkit::fakes::servicenow::{self, FakeServiceNow};
 use devkit::fakes::ticket_events::{Delivery, EventTarget};
-use devkit::fakes::zendesk::{self, FakeZendesk};
+use devkit::fakes::zendesk::FakeZendesk;
 use qualtrics_bridge::messages::{LoopRequest, LoopSource, TicketState};
 use std::time::Duration;
 
@@ -56,9 +54,7 @@ async fn env_without_loop_queue(system: &str, batch: usize) -> Env {
         .setting("SERVICENOW_INSTANCE_URL", &servicenow.url())
         .setting("SERVICENOW_USERNAME", servicenow::USERNAME)
         .setting("SERVICENOW_PASSWORD", servicenow::PASSWORD)
-        .setting("ZENDESK_BASE_URL", &zendesk.url())
-        .setting("ZENDESK_EMAIL", zendesk::EMAIL)
-        .setting("ZENDESK_API_TOKEN", zendesk::API_TOKEN)
+        .zendesk(&zendesk.url())
         .setting("TICKET_SYNC_BATCH_SIZE", &batch.to_string())
         // The tests read what TicketSync left on loop-requests: nothing may consume it.
         .without_function("LoopCloser")
@@ -85,21 +81,7 @@ impl Env {
     /// Raises `n` tickets through the real TicketCreator and waits until each is indexed.
     async fn raise(&self, system: &str, n: usize) -> Vec<String> {
         let responses = self.qualtrics.add_responses(SV, n);
-        self.stack
-            .queues
-            .create_queue("ticket-requests")
-            .await
-            .expect("queue");
-        for r in &responses {
-            let text = format!(
-                r#"{{"v":1,"surveyId":"{SV}","responseId":"{r}","source":"webhook","receivedAt":"2026-12-01T00:00:00Z"}}"#
-            );
-            self.stack
-                .queues
-                .put_message("ticket-requests", &STANDARD.encode(text))
-                .await
-                .expect("put");
-        }
+        self.stack.request_tickets(SV, &responses).await;
         self.stack.settle(WAIT).await;
         let want = self.indexed(system).await.len();
         assert!(want >= n, "{want} tickets indexed, at least {n} expected");
