@@ -2,17 +2,16 @@
 //! binary, devkit's host, Azurite, fake Qualtrics/Zendesk/ServiceNow) change state in the fake
 //! ticket systems with their events lost; `TicketSync` finds each transition exactly once,
 //! drops terminal tickets from the open-ticket index, and reads the systems in proportion to
-//! the open tickets only.
+//! the open tickets only. The handler sends its requests itself and changes the index only
+//! after a send succeeded: a run that cannot queue loses nothing.
 
 mod common;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use common::{blob_names, storage_of, Stack, StackBuilder};
+use common::{blob_names, blob_text, storage_of, Stack, StackBuilder};
 use devkit::fakes::qualtrics::FakeQualtrics;
 use devkit::fakes::servicenow::{self, FakeServiceNow};
 use devkit::fakes::ticket_events::{Delivery, EventTarget};
-use devkit::fakes::zendesk::{self, FakeZendesk};
+use devkit::fakes::zendesk::FakeZendesk;
 use qualtrics_bridge::messages::{LoopRequest, LoopSource, TicketState};
 use std::time::Duration;
 
@@ -28,7 +27,19 @@ struct Env {
     zendesk: FakeZendesk,
 }
 
+/// The stack with `loop-requests` in place, as infra declares it.
 async fn env(system: &str, batch: usize) -> Env {
+    let env = env_without_loop_queue(system, batch).await;
+    env.stack
+        .queues
+        .create_queue(LOOP)
+        .await
+        .expect("loop-requests");
+    env
+}
+
+/// The stack without `loop-requests` (nothing here creates it): every send of TicketSync fails.
+async fn env_without_loop_queue(system: &str, batch: usize) -> Env {
     let qualtrics = FakeQualtrics::start(TOKEN).await.expect("fake Qualtrics");
     let servicenow = FakeServiceNow::start().await.expect("fake ServiceNow");
     let zendesk = FakeZendesk::start().await.expect("fake Zendesk");
@@ -43,9 +54,7 @@ async fn env(system: &str, batch: usize) -> Env {
         .setting("SERVICENOW_INSTANCE_URL", &servicenow.url())
         .setting("SERVICENOW_USERNAME", servicenow::USERNAME)
         .setting("SERVICENOW_PASSWORD", servicenow::PASSWORD)
-        .setting("ZENDESK_BASE_URL", &zendesk.url())
-        .setting("ZENDESK_EMAIL", zendesk::EMAIL)
-        .setting("ZENDESK_API_TOKEN", zendesk::API_TOKEN)
+        .zendesk(&zendesk.url())
         .setting("TICKET_SYNC_BATCH_SIZE", &batch.to_string())
         // The tests read what TicketSync left on loop-requests: nothing may consume it.
         .without_function("LoopCloser")
@@ -72,21 +81,7 @@ impl Env {
     /// Raises `n` tickets through the real TicketCreator and waits until each is indexed.
     async fn raise(&self, system: &str, n: usize) -> Vec<String> {
         let responses = self.qualtrics.add_responses(SV, n);
-        self.stack
-            .queues
-            .create_queue("ticket-requests")
-            .await
-            .expect("queue");
-        for r in &responses {
-            let text = format!(
-                r#"{{"v":1,"surveyId":"{SV}","responseId":"{r}","source":"webhook","receivedAt":"2026-12-01T00:00:00Z"}}"#
-            );
-            self.stack
-                .queues
-                .put_message("ticket-requests", &STANDARD.encode(text))
-                .await
-                .expect("put");
-        }
+        self.stack.request_tickets(SV, &responses).await;
         self.stack.settle(WAIT).await;
         let want = self.indexed(system).await.len();
         assert!(want >= n, "{want} tickets indexed, at least {n} expected");
@@ -107,6 +102,13 @@ impl Env {
         let r = self.stack.host.fire("TicketSync").await.expect("fire");
         assert!(r.outcome.is_ok(), "TicketSync failed: {:?}", r.outcome);
         r.logs
+    }
+
+    /// The open-ticket index entry of `ticket` as JSON, `None` when it is not indexed.
+    async fn entry(&self, system: &str, ticket: &str) -> Option<serde_json::Value> {
+        let name = format!("open-tickets/{system}/{ticket}.json");
+        let text = blob_text(&storage_of(&self.stack.azurite), "bridge-state", &name).await?;
+        Some(serde_json::from_str(&text).expect("index entry is JSON"))
     }
 
     async fn loop_requests(&self) -> Vec<LoopRequest> {
@@ -319,4 +321,65 @@ async fn reads_grow_with_open_tickets_not_with_tickets_ever_raised() {
         "6 tickets raised, 2 open: one read of two"
     );
     assert_eq!(env.loop_requests().await.len(), 4, "nothing new to queue");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_cannot_queue_changes_no_entry_and_the_next_run_queues_it() {
+    let env = env_without_loop_queue("zendesk", 100).await;
+    env.raise("zendesk", 3).await;
+    let tickets = env.zendesk.tickets();
+    let (solved, closed) = (tickets[0].id.to_string(), tickets[1].id.to_string());
+    for (id, status) in [(tickets[0].id, "solved"), (tickets[1].id, "closed")] {
+        env.zendesk.events().push(Delivery::Drop);
+        env.zendesk.set_status(id, status).expect("status");
+    }
+    let before = (
+        env.entry("zendesk", &solved).await.expect("indexed"),
+        env.entry("zendesk", &closed).await.expect("indexed"),
+    );
+    assert!(before.0.get("lastSynced").is_none(), "{}", before.0);
+
+    // loop-requests does not exist: the sends fail, so neither entry may record the
+    // transitions (with the host's output binding, the index was written first and both
+    // transitions were lost once the output write failed).
+    let logs = env.sync().await;
+    assert!(
+        logs.iter().any(|l| l.contains("stopped: zendesk")),
+        "the run says it stopped: {logs:?}"
+    );
+    assert_eq!(
+        (
+            env.entry("zendesk", &solved).await,
+            env.entry("zendesk", &closed).await
+        ),
+        (Some(before.0.clone()), Some(before.1.clone())),
+        "entries unchanged"
+    );
+    assert!(env.loop_requests().await.is_empty());
+
+    // The queue is back: the next run queues both transitions once, then updates the index.
+    env.stack
+        .queues
+        .create_queue(LOOP)
+        .await
+        .expect("loop-requests");
+    env.sync().await;
+    let mut got: Vec<(String, TicketState)> = env
+        .loop_requests()
+        .await
+        .into_iter()
+        .map(|r| (r.ticket_id, r.state))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (solved.clone(), TicketState::Resolved),
+        (closed.clone(), TicketState::Closed),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    let synced = env.entry("zendesk", &solved).await.expect("still indexed");
+    assert_eq!(synced["lastSynced"]["state"], "resolved", "{synced}");
+    assert_eq!(env.entry("zendesk", &closed).await, None, "closed: removed");
+    env.sync().await;
+    assert_eq!(env.loop_requests().await.len(), 2, "nothing queued twice");
 }

@@ -14,6 +14,12 @@
 //!
 //! A run stops starting batches when its time budget runs short and keeps its place in the
 //! index (`ticket-sync/{system}.json`), so the next run resumes there.
+//!
+//! The handler sends its `LoopRequest`s on `loop-requests` itself and changes an entry only
+//! after its message was accepted: a host output binding is written after the reply, too late
+//! to keep the index from recording a transition that was never queued. A failed send leaves
+//! the entry as it was and stops the system's pass, so the next run queues it again (a
+//! duplicate at worst, which the loop ledger absorbs).
 
 use crate::deps::Deps;
 use crate::env::SettingError;
@@ -29,6 +35,7 @@ use crate::tickets::zendesk::{self, Zendesk};
 use crate::tickets::TicketingLimits;
 use azure_core::http::Etag;
 use azure_storage_blob::BlobContainerClient;
+use azure_storage_queue::QueueClient;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -42,7 +49,6 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     trigger: Trigger::Timer,
     input: TIMER,
 };
-const LOOP: &str = "loop";
 /// Runs in a row a ticket may be missing from its system's reply before its entry is dropped:
 /// a deleted ticket stops costing a read, a briefly unreadable one is not forgotten.
 pub const MISSING_RUNS: u32 = 5;
@@ -130,13 +136,25 @@ impl System {
 }
 
 /// Everything `TicketSync` needs, built at start-up.
-#[derive(Debug)]
 pub struct TicketSyncService {
     systems: Vec<System>,
     settings: SyncSettings,
     /// The state container: the open-ticket index and the sync's cursors.
     state: Option<(crate::storage::Storage, String)>,
+    /// `loop-requests`, where the handler sends what it found (module doc).
+    queue: Option<QueueClient>,
     secrets: Arc<SecretsProvider>,
+}
+
+impl std::fmt::Debug for TicketSyncService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TicketSyncService")
+            .field("systems", &self.systems)
+            .field("settings", &self.settings)
+            .field("state", &self.state)
+            .field("queue", &self.queue.as_ref().map(|q| q.url().as_str()))
+            .finish()
+    }
 }
 
 /// A setting of the sync or of a ticket system cannot work; names it, never a value.
@@ -166,10 +184,16 @@ impl TicketSyncService {
             .storage
             .clone()
             .map(|s| (s, deps.state_container.as_str().to_owned()));
+        let queue = crate::storage::optional_client(
+            deps.storage.as_ref(),
+            |s| s.queue(super::closer::TRIGGER_QUEUE),
+            "no queue endpoint: TicketSync cannot queue what it finds",
+        );
         Ok(Self {
             systems,
             settings: SyncSettings::build(deps)?,
             state,
+            queue,
             secrets: deps.secrets.clone(),
         })
     }
@@ -331,21 +355,22 @@ impl TicketSyncService {
                 "the open-ticket index is unavailable (no blob storage connection)",
             ));
         };
+        let Some(queue) = self.queue.as_ref() else {
+            return Err(InvocationError::retry(
+                "loop-requests is unavailable (no queue endpoint)",
+            ));
+        };
         let deadline = started + self.settings.time_budget;
         let mut tally = Tally::default();
-        let mut messages = Vec::new();
         let mut logs = Vec::new();
+        let target = Target {
+            index: &index,
+            state: &state,
+            queue,
+        };
         for system in &self.systems {
             if let Err(why) = self
-                .sync_system(
-                    system,
-                    &index,
-                    &state,
-                    deadline,
-                    &mut tally,
-                    &mut messages,
-                    &mut logs,
-                )
+                .sync_system(system, &target, deadline, &mut tally, &mut logs)
                 .await
             {
                 tracing::warn!(invocation_id = %inv.id, system = system.name(), reason = %why, "ticket sync stopped for this system; it resumes next run");
@@ -374,7 +399,7 @@ impl TicketSyncService {
         );
         let failed = !tally.failed.is_empty();
         let mut reply = logs.into_iter().fold(reply, InvocationReply::log);
-        reply = reply.log(line.clone()).queue(LOOP, messages);
+        reply = reply.log(line.clone());
         Ok(reply.summary(InvocationSummary {
             outcome: Some(if failed { "partial" } else { "synced" }),
             reason: Some(line),
@@ -389,17 +414,15 @@ impl TicketSyncService {
 
     /// One system's pass: pages of the index from its cursor, until the index ends or the
     /// budget runs short. An error stops the pass where it was; the cursor keeps the place.
-    #[allow(clippy::too_many_arguments)]
     async fn sync_system(
         &self,
         system: &System,
-        index: &OpenIndex,
-        state: &BlobContainerClient,
+        target: &Target<'_>,
         deadline: Instant,
         tally: &mut Tally,
-        messages: &mut Vec<String>,
         logs: &mut Vec<String>,
     ) -> Result<(), String> {
+        let Target { index, state, .. } = *target;
         let name = system.name();
         let cursor_blob = format!("ticket-sync/{name}.json");
         let cursor_client = state.blob_client(&cursor_blob);
@@ -452,8 +475,7 @@ impl TicketSyncService {
             if !valid.is_empty() {
                 let seen = self.read(system, &valid, &mut spent).await?;
                 tally.reads += 1;
-                self.apply(system, index, &valid, &seen, tally, messages, logs)
-                    .await;
+                apply(system, target, &valid, &seen, tally, logs).await?;
             }
             cursor.marker = page.next;
             etag = save_cursor(&cursor_client, &cursor_blob, &cursor, etag.as_ref()).await?;
@@ -480,90 +502,124 @@ impl TicketSyncService {
         }
         .map_err(|e| e.to_string())
     }
+}
 
-    /// Decides every entry of a page, queues the messages and writes the index changes.
-    #[allow(clippy::too_many_arguments)]
-    async fn apply(
-        &self,
-        system: &System,
-        index: &OpenIndex,
-        entries: &[&Listed],
-        seen: &[Observed],
-        tally: &mut Tally,
-        messages: &mut Vec<String>,
-        logs: &mut Vec<String>,
-    ) {
-        let name = system.name();
-        let now = now_rfc3339();
-        let mut writes = Vec::new();
-        for l in entries {
-            tally.checked += 1;
-            let observed = seen.iter().find(|o| o.id == l.ticket_id);
-            let d = decide(name, &l.ticket_id, &l.entry, observed, &now);
-            if observed.is_none() {
-                tally.missing += 1;
-            }
-            if let Some(note) = d.note {
-                tracing::warn!(system = name, ticket_id = %l.ticket_id, survey_id = %l.entry.survey_id, response_id = %l.entry.response_id, "{note}");
-                logs.push(format!(
-                    "{name} {}: {}/{}: {note}",
-                    l.ticket_id, l.entry.survey_id, l.entry.response_id
-                ));
-            }
-            if let Some(req) = &d.queue {
-                tally.queued += 1;
-                logs.push(format!(
-                    "{name} {}: {}/{}: {} ({}) queued",
-                    l.ticket_id,
-                    req.survey_id,
-                    req.response_id,
-                    serde_json::to_value(req.state)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                    req.status
-                ));
-                messages.push(req.to_text());
-            }
-            writes.push(((*l).clone(), d.next));
+/// Where a run reads and writes: the open-ticket index, the cursors, `loop-requests`.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    index: &'a OpenIndex,
+    state: &'a BlobContainerClient,
+    queue: &'a QueueClient,
+}
+
+/// Decides every entry of a page, sends each entry's message and then writes its index
+/// change. An entry whose send failed is left unchanged, and the pass stops (`Err`).
+async fn apply(
+    system: &System,
+    target: &Target<'_>,
+    entries: &[&Listed],
+    seen: &[Observed],
+    tally: &mut Tally,
+    logs: &mut Vec<String>,
+) -> Result<(), String> {
+    let name = system.name();
+    let now = now_rfc3339();
+    let mut work = Vec::new();
+    for l in entries {
+        tally.checked += 1;
+        let observed = seen.iter().find(|o| o.id == l.ticket_id);
+        let d = decide(name, &l.ticket_id, &l.entry, observed, &now);
+        if observed.is_none() {
+            tally.missing += 1;
         }
-        // Index writes are independent: a few at a time.
-        let results = futures::stream::iter(
-            writes
-                .into_iter()
-                .map(|(l, next)| write_entry(index, name, l, next)),
-        )
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
-        for (l, next, r) in results {
-            match r {
-                Ok(true) => tally.removed += usize::from(next == Next::Remove),
-                // Changed since it was read (an overlapping run): the next run sees it afresh.
-                Ok(false) => tally.conflicts += 1,
-                Err(e) => {
-                    tracing::warn!(system = name, ticket_id = %l.ticket_id, error = %e, "open-ticket index not updated: the next run sees the ticket again");
-                    tally.conflicts += 1;
-                }
+        if let Some(note) = d.note {
+            tracing::warn!(system = name, ticket_id = %l.ticket_id, survey_id = %l.entry.survey_id, response_id = %l.entry.response_id, "{note}");
+            logs.push(format!(
+                "{name} {}: {}/{}: {note}",
+                l.ticket_id, l.entry.survey_id, l.entry.response_id
+            ));
+        }
+        work.push(((*l).clone(), d));
+    }
+    // Entries are independent: a few at a time.
+    let results = futures::stream::iter(
+        work.into_iter()
+            .map(|(l, d)| send_then_write(target, name, l, d)),
+    )
+    .buffer_unordered(16)
+    .collect::<Vec<_>>()
+    .await;
+    let mut unsent = 0usize;
+    for (l, d, r) in results {
+        if let (Some(req), false) = (&d.queue, matches!(r, Err(Step::Send(_)))) {
+            tally.queued += 1;
+            logs.push(format!(
+                "{name} {}: {}/{}: {} ({}) queued",
+                l.ticket_id,
+                req.survey_id,
+                req.response_id,
+                serde_json::to_value(req.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                req.status
+            ));
+        }
+        match r {
+            Ok(true) => tally.removed += usize::from(d.next == Next::Remove),
+            // Changed since it was read (an overlapping run): the next run sees it afresh.
+            Ok(false) => tally.conflicts += 1,
+            Err(Step::Write(e)) => {
+                tracing::warn!(system = name, ticket_id = %l.ticket_id, error = %e, "open-ticket index not updated: the next run sees the ticket again");
+                tally.conflicts += 1;
+            }
+            Err(Step::Send(e)) => {
+                tracing::warn!(system = name, ticket_id = %l.ticket_id, error = %e, "loop request not sent: the index entry is left as it was");
+                unsent += 1;
             }
         }
     }
+    if unsent > 0 {
+        return Err(format!(
+            "{unsent} loop request(s) could not be sent to {}: their entries are unchanged",
+            super::closer::TRIGGER_QUEUE
+        ));
+    }
+    Ok(())
 }
 
-/// Carries out one entry's [`Next`] (a named function: an `async` closure here would not be
-/// `Send` for every lifetime, which the handler's server needs).
-async fn write_entry(
-    index: &OpenIndex,
+/// Which step of an entry failed.
+#[derive(Debug)]
+enum Step {
+    Send(azure_core::Error),
+    Write(BlobError),
+}
+
+/// Sends one entry's message, if any, and only then carries out its [`Next`] (a named
+/// function: an `async` closure here would not be `Send` for every lifetime, which the
+/// handler's server needs). `Ok(false)`: the entry changed since it was read.
+async fn send_then_write(
+    target: &Target<'_>,
     system: &'static str,
     l: Listed,
-    next: Next,
-) -> (Listed, Next, Result<bool, BlobError>) {
-    let r = match &next {
+    d: Decision,
+) -> (Listed, Decision, Result<bool, Step>) {
+    if let Some(req) = &d.queue {
+        if let Err(e) = crate::storage::send_now(target.queue, &req.to_text()).await {
+            return (l, d, Err(Step::Send(e)));
+        }
+    }
+    let r = match &d.next {
         Next::Keep => Ok(true),
-        Next::Update(e) => index.update(system, &l, e).await,
-        Next::Remove => index.remove(system, &l.ticket_id, Some(&l.etag)).await,
+        Next::Update(e) => target.index.update(system, &l, e).await,
+        Next::Remove => {
+            target
+                .index
+                .remove(system, &l.ticket_id, Some(&l.etag))
+                .await
+        }
     };
-    (l, next, r)
+    (l, d, r.map_err(Step::Write))
 }
 
 /// Writes the cursor under its ETag (a new one only if none exists); returns the new ETag.

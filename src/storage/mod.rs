@@ -379,17 +379,31 @@ pub async fn send_later(
     text: &str,
     delay: Duration,
 ) -> azure_core::Result<()> {
+    let secs = delay
+        .clamp(Duration::from_secs(1), MAX_QUEUE_DELAY)
+        .as_secs_f64()
+        .ceil() as i32;
+    send(queue, text, Some(secs)).await
+}
+
+/// Puts `text` on `queue`, visible at once, encoded as [`send_later`] does: for a handler that
+/// must know its message is queued before it records that (an output binding is written only
+/// after the handler replied).
+pub async fn send_now(queue: &QueueClient, text: &str) -> azure_core::Result<()> {
+    send(queue, text, None).await
+}
+
+async fn send(
+    queue: &QueueClient,
+    text: &str,
+    visibility_timeout: Option<i32>,
+) -> azure_core::Result<()> {
     use base64::Engine;
     let message = QueueMessage {
         message_text: Some(base64::engine::general_purpose::STANDARD.encode(text)),
     };
     let options = QueueClientSendMessageOptions {
-        visibility_timeout: Some(
-            delay
-                .clamp(Duration::from_secs(1), MAX_QUEUE_DELAY)
-                .as_secs_f64()
-                .ceil() as i32,
-        ),
+        visibility_timeout,
         ..Default::default()
     };
     queue

@@ -176,6 +176,13 @@ impl StackBuilder {
             violations_expected: AtomicBool::new(false),
         }
     }
+
+    /// The settings of a Zendesk at `url` with devkit's fake credentials.
+    pub fn zendesk(self, url: &str) -> Self {
+        self.setting("ZENDESK_BASE_URL", url)
+            .setting("ZENDESK_EMAIL", devkit::fakes::zendesk::EMAIL)
+            .setting("ZENDESK_API_TOKEN", devkit::fakes::zendesk::API_TOKEN)
+    }
 }
 
 impl Stack {
@@ -188,6 +195,27 @@ impl Stack {
         self.host
             .function_url("QualtricsWebhook")
             .expect("webhook function")
+    }
+
+    /// Puts one webhook-sourced ticket request per response of `survey` on `ticket-requests`.
+    pub async fn request_tickets(&self, survey: &str, responses: &[String]) {
+        use base64::Engine;
+        self.queues
+            .create_queue("ticket-requests")
+            .await
+            .expect("queue");
+        for r in responses {
+            let text = format!(
+                r#"{{"v":1,"surveyId":"{survey}","responseId":"{r}","source":"webhook","receivedAt":"2026-12-01T00:00:00Z"}}"#
+            );
+            self.queues
+                .put_message(
+                    "ticket-requests",
+                    &base64::engine::general_purpose::STANDARD.encode(text),
+                )
+                .await
+                .expect("put");
+        }
     }
 
     /// Messages on a queue (peeked), decoded from the host's base64 encoding.
