@@ -37,11 +37,11 @@ const SV: &str = "SV_loopBench01";
 const TOKEN: &str = "q-loop-bench-token";
 const ZENDESK_SECRET: &str = "zd-bench-signing-secret";
 /// The calls `LoopCloser` needs per resolved ticket with a follow-up, and their limits.
-const CALLS_PER_EVENT: [(Option<Endpoint>, &str, f64); 4] = [
-    (Some(Endpoint::ResponseUpdate), "response-update", 1.0),
-    (Some(Endpoint::ResponseGet), "response-get", 1.0),
-    (None, "contacts", 1.0),
-    (Some(Endpoint::Distributions), "distributions", 1.0),
+const CALLS_PER_EVENT: [(Endpoint, &str, f64); 4] = [
+    (Endpoint::ResponseUpdate, "response-update", 1.0),
+    (Endpoint::ResponseGet, "response-get", 1.0),
+    (Endpoint::Contacts, "contacts", 1.0),
+    (Endpoint::Distributions, "distributions", 1.0),
 ];
 const SINGLE_RESPONSE_PER_MIN: f64 = 300.0;
 const DISTRIBUTIONS_PER_MIN: f64 = 3000.0;
@@ -257,7 +257,7 @@ async fn loop_bench_documented_qualtrics_limits() {
     let calls: Vec<String> = CALLS_PER_EVENT
         .iter()
         .map(|(e, name, _)| {
-            let (ok, denied) = q.rate_counts(*e);
+            let (ok, denied) = q.rate_counts(Some(*e));
             format!("{name}={ok}/429s={denied}")
         })
         .collect();

@@ -94,7 +94,7 @@ impl Bucket {
 pub(super) struct Limiter {
     brand: Option<Bucket>,
     endpoints: HashMap<Endpoint, Bucket>,
-    /// Admitted and refused calls per endpoint (`None`: calls without a per-endpoint limit).
+    /// Admitted and refused calls per endpoint (`None`: any other route), limited or not.
     counts: HashMap<Option<Endpoint>, (u64, u64)>,
 }
 
@@ -146,8 +146,8 @@ impl FakeQualtrics {
         })
     }
 
-    /// `(admitted, refused with 429)` calls of `endpoint` since the limits were set (`None`:
-    /// the calls no per-endpoint limit covers).
+    /// `(admitted, refused with 429)` calls of `endpoint` since the limits were set, whether
+    /// or not it has a per-endpoint limit (`None`: the routes outside [`Endpoint`]).
     pub fn rate_counts(&self, endpoint: Option<Endpoint>) -> (u64, u64) {
         self.with(|i| i.limiter.counts.get(&endpoint).copied().unwrap_or_default())
     }
