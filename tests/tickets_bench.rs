@@ -111,12 +111,7 @@ async fn run(system: &str, rate: RateLimit) {
     // Each ticket needs a lookup and a create.
     let minimum = (2 * n) as f64 / per_sec;
     let ratio = elapsed.as_secs_f64() / minimum;
-    let failed_runs = stack
-        .host
-        .records()
-        .iter()
-        .filter(|r| r.outcome.is_err())
-        .count();
+    let failed_runs = stack.failed_invocations();
     println!(
         "BENCH {system}: n={n} limit={}/{:?} ({per_sec:.0}/s) tickets={} duplicates={duplicates} poison={poison} \
          calls/ticket={calls_per_ticket:.2} admitted={admitted} 429s={denied} failed_invocations={failed_runs} \

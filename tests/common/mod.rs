@@ -261,6 +261,12 @@ impl Stack {
         );
     }
 
+    /// How many invocations so far ended in an error (the host retried or dead-lettered them).
+    pub fn failed_invocations(&self) -> usize {
+        let records = self.host.records();
+        records.iter().filter(|r| r.outcome.is_err()).count()
+    }
+
     /// Opts this test out of the default violation check, for a test that provokes violations
     /// on purpose; returns the violations so far, for the test to assert on.
     pub fn expect_violations(&self) -> Vec<devkit::host::Violation> {

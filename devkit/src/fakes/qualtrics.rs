@@ -14,6 +14,8 @@
 //!   (400 on any continuation token), `truncate_next_file` (a download cut short),
 //!   `expire_files` (a completed job's file is gone: 404, as after Qualtrics' retention),
 //!   `hold_files` (downloads wait until released, so a test can kill the client mid-request).
+//! * Rate limits (`set_rate_limits`, off by default): leaky buckets per endpoint and brand-wide,
+//!   excess → 429 + `Retry-After` (`qualtrics_limits.rs`).
 //! * Event subscriptions (§1.4.1): list (`offset` pages of `set_subscription_page_size`
 //!   elements, `nextPage` a full URL or `null`), create (`topics` must be a string), get and
 //!   delete by id (meta-only reply; unknown id → 404). `seed_subscription` adds one as if
@@ -46,6 +48,9 @@ mod definitions;
 #[path = "qualtrics_loop.rs"]
 mod loop_routes;
 pub use loop_routes::{FakeDistribution, FakeJsonEvent, LoopCall, ResponseUpdate};
+#[path = "qualtrics_limits.rs"]
+mod limits;
+pub use limits::{Endpoint, Limit, RateLimits};
 
 /// One recorded call.
 #[derive(Debug, Clone)]
@@ -135,6 +140,7 @@ struct Inner {
     compression: u32,
     /// Closing-the-loop routes' state.
     close_loop: loop_routes::LoopState,
+    limiter: limits::Limiter,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -271,6 +277,7 @@ impl FakeQualtrics {
             calls: Vec::new(),
             compression: 1,
             close_loop: Default::default(),
+            limiter: Default::default(),
         }));
         let app = Router::new()
             .route("/API/v3/surveys/{sid}/export-responses", post(start_export))
@@ -491,6 +498,10 @@ fn gate(
                 "Request body must be application/json",
             )),
         )
+    } else if let Some(secs) = inner.limiter.admit(method, &path) {
+        let mut r = envelope_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
+        r.headers_mut().insert("retry-after", secs.into());
+        (429, Some(r))
     } else if inner.faults.throttle > 0 {
         inner.faults.throttle -= 1;
         let mut r = envelope_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
