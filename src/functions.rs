@@ -11,6 +11,7 @@ use crate::deps::Deps;
 use crate::env::SettingError;
 use crate::export::{self, ExportService, Job, JobKind};
 use crate::host::{Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply};
+use crate::pulse::sender::PulseSenderService;
 use crate::pulse::{self, OpsEventsService};
 use crate::tickets::{self, TicketBuildError, TicketService};
 use crate::webhook::{self, WebhookService, WebhookSurvey};
@@ -25,10 +26,11 @@ pub enum Function {
     LoopCloser,
     TicketSync,
     OpsEvents,
+    PulseSender,
 }
 
 impl Function {
-    pub const ALL: [Function; 7] = [
+    pub const ALL: [Function; 8] = [
         Function::QualtricsWebhook,
         Function::ExportPoller,
         Function::TicketCreator,
@@ -36,6 +38,7 @@ impl Function {
         Function::LoopCloser,
         Function::TicketSync,
         Function::OpsEvents,
+        Function::PulseSender,
     ];
 
     pub fn spec(self) -> &'static FunctionSpec {
@@ -47,6 +50,7 @@ impl Function {
             Function::LoopCloser => &close_loop::closer::SPEC,
             Function::TicketSync => &close_loop::sync::SPEC,
             Function::OpsEvents => &pulse::SPEC,
+            Function::PulseSender => &pulse::sender::SPEC,
         }
     }
 
@@ -80,6 +84,7 @@ pub struct Functions {
     loop_closer: LoopService,
     ticket_sync: TicketSyncService,
     ops_events: OpsEventsService,
+    pulse_sender: PulseSenderService,
 }
 
 impl Functions {
@@ -117,6 +122,7 @@ impl Functions {
         let loop_closer = LoopService::build(loops, deps)?;
         let ticket_sync = TicketSyncService::build(&bridge.ticketing, deps)?;
         let ops_events = OpsEventsService::build(bridge.pulses.clone(), deps);
+        let pulse_sender = PulseSenderService::build(bridge.pulses.clone(), deps)?;
         Ok(Self {
             webhook,
             export,
@@ -125,6 +131,7 @@ impl Functions {
             loop_closer,
             ticket_sync,
             ops_events,
+            pulse_sender,
         })
     }
 
@@ -145,6 +152,7 @@ impl Functions {
             Function::LoopCloser => Box::pin(self.loop_closer.invoke(inv, envelope)).await,
             Function::TicketSync => Box::pin(self.ticket_sync.invoke(inv, envelope)).await,
             Function::OpsEvents => Box::pin(self.ops_events.invoke(inv, envelope)).await,
+            Function::PulseSender => Box::pin(self.pulse_sender.invoke(inv, envelope)).await,
         }
     }
 }
