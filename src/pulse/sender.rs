@@ -27,7 +27,7 @@ use crate::qualtrics::{
     CallBudget, Contact, ContactRef, EmailDistribution, QualtricsClient, QualtricsError,
 };
 use crate::secrets::{SecretName, SecretsProvider};
-use crate::storage::blob_state::{self, BlobError, Condition};
+use crate::storage::blob_state::{self, BlobError};
 use crate::telemetry::{InvocationSummary, Severity};
 use aws_lc_rs::{digest, hmac};
 use azure_core::http::Etag;
@@ -223,22 +223,7 @@ async fn write_json<T: Serialize>(
     let bytes = Bytes::from(
         serde_json::to_vec(value).map_err(|e| Failure::Permanent(format!("{name}: {e}")))?,
     );
-    let client = c.blob_client(name);
-    let cond = || match version {
-        None => Condition::Absent,
-        Some(etag) => Condition::Matches(etag, None),
-    };
-    let mut r = blob_state::write(&client, name, bytes.clone(), cond()).await;
-    if version.is_none() && matches!(r, Err(BlobError::Other { .. })) {
-        // The first blob of a fresh account: the container may not exist yet.
-        blob_state::ensure_container(c).await?;
-        r = blob_state::write(&client, name, bytes, cond()).await;
-    }
-    match r {
-        Ok(etag) => Ok(Some(etag)),
-        Err(BlobError::Conflict { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(blob_state::put_versioned(c, name, bytes, version.as_ref()).await?)
 }
 
 impl PulseSenderService {
@@ -438,21 +423,15 @@ impl Work<'_> {
 
     /// Puts the request back, invisible for a backoff (at least Qualtrics' `Retry-After`).
     async fn later(&self, why: &str) -> Result<InvocationReply, InvocationError> {
-        let attempt = self.request.retry.as_ref().map_or(0, |r| r.attempt) + 1;
-        let since = self
-            .request
-            .retry
-            .as_ref()
-            .map_or_else(now, |r| r.since.clone());
-        let jitter = 0.5 + (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 2000.0;
-        let delay = crate::storage::retry_delay(
-            attempt,
+        let (retry, delay) = Retry::next(
+            self.request.retry.as_ref(),
+            now,
             self.svc.max_delay,
-            jitter,
             self.qualtrics.throttled_for(),
         );
+        let attempt = retry.attempt;
         let text = PulseRequest {
-            retry: Some(Retry { attempt, since }),
+            retry: Some(retry),
             ..self.request.clone()
         }
         .to_text();
