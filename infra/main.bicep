@@ -130,6 +130,7 @@ var poisonQueueName = 'ticket-requests-poison'
 var loopQueueName = 'loop-requests'
 var loopPoisonQueueName = 'loop-requests-poison'
 var pulseQueueName = 'pulse-requests'
+var pulsePoisonQueueName = 'pulse-requests-poison'
 var deploymentContainerName = 'app-package'
 
 // ---- names --------------------------------------------------------------------------------
@@ -185,6 +186,7 @@ module storage 'modules/storage.bicep' = {
     loopQueueName: loopQueueName
     loopPoisonQueueName: loopPoisonQueueName
     pulseQueueName: pulseQueueName
+    pulsePoisonQueueName: pulsePoisonQueueName
     exportRetentionDays: exportRetentionDays
     exportCoolAfterDays: exportCoolAfterDays
   }
@@ -337,6 +339,7 @@ module roles 'modules/roles.bicep' = {
     loopQueueName: storage.outputs.loopQueueName
     loopPoisonQueueName: storage.outputs.loopPoisonQueueName
     pulseQueueName: storage.outputs.pulseQueueName
+    pulsePoisonQueueName: storage.outputs.pulsePoisonQueueName
   }
 }
 

@@ -194,9 +194,24 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
         meaning: "LoopCloser's limit on each Qualtrics call (1-120 s); a distribution whose answer does not come in time is recorded as ambiguous, never resent",
     },
     SettingSpec {
+        name: "PULSE_RETRY_MAX_DELAY_SECONDS",
+        source: SettingSource::Default("300"),
+        meaning: "ceiling of the backoff before a re-enqueued pulse request comes back (a longer Qualtrics Retry-After is still followed)",
+    },
+    SettingSpec {
+        name: "PULSE_RETRY_WINDOW_SECONDS",
+        source: SettingSource::Default("86400"),
+        meaning: "a pulse request still failing transiently this long after its first failure is dead-lettered with the reason",
+    },
+    SettingSpec {
+        name: "PULSE_CALL_TIMEOUT_SECONDS",
+        source: SettingSource::Default("30"),
+        meaning: "PulseSender's limit on each Qualtrics call (1-120 s); a distribution whose answer does not come in time is recorded as ambiguous, never resent",
+    },
+    SettingSpec {
         name: "BRIDGE_TEST_CRASH_AT",
         source: SettingSource::Optional,
-        meaning: "test-only fault hook: abort the handler once at a named export, loop or analytics point (docs/export.md, docs/loop-closer.md, docs/analytics.md); never set in Azure",
+        meaning: "test-only fault hook: abort the handler once at a named export, loop, pulse or analytics point (docs/export.md, docs/loop-closer.md, docs/pulse.md, docs/analytics.md); never set in Azure",
     },
     SettingSpec {
         name: "SERVICENOW_INSTANCE_URL",

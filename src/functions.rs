@@ -12,6 +12,7 @@ use crate::deps::Deps;
 use crate::env::SettingError;
 use crate::export::{self, ExportService, Job, JobKind};
 use crate::host::{Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply};
+use crate::pulse::sender::PulseSenderService;
 use crate::pulse::{self, OpsEventsService};
 use crate::tickets::{self, TicketBuildError, TicketService};
 use crate::webhook::{self, WebhookService, WebhookSurvey};
@@ -27,10 +28,11 @@ pub enum Function {
     TicketSync,
     OpsEvents,
     AnalyticsBuilder,
+    PulseSender,
 }
 
 impl Function {
-    pub const ALL: [Function; 8] = [
+    pub const ALL: [Function; 9] = [
         Function::QualtricsWebhook,
         Function::ExportPoller,
         Function::TicketCreator,
@@ -39,6 +41,7 @@ impl Function {
         Function::TicketSync,
         Function::OpsEvents,
         Function::AnalyticsBuilder,
+        Function::PulseSender,
     ];
 
     pub fn spec(self) -> &'static FunctionSpec {
@@ -51,6 +54,7 @@ impl Function {
             Function::TicketSync => &close_loop::sync::SPEC,
             Function::OpsEvents => &pulse::SPEC,
             Function::AnalyticsBuilder => &analytics::SPEC,
+            Function::PulseSender => &pulse::sender::SPEC,
         }
     }
 
@@ -85,6 +89,7 @@ pub struct Functions {
     ticket_sync: TicketSyncService,
     ops_events: OpsEventsService,
     analytics: AnalyticsService,
+    pulse_sender: PulseSenderService,
 }
 
 impl Functions {
@@ -127,6 +132,7 @@ impl Functions {
             .filter(|s| s.export)
             .map(|s| (s.id.clone(), s.analytics.clone().unwrap_or_default()));
         let analytics = AnalyticsService::build(exported.collect(), deps)?;
+        let pulse_sender = PulseSenderService::build(bridge.pulses.clone(), deps)?;
         Ok(Self {
             webhook,
             export,
@@ -136,6 +142,7 @@ impl Functions {
             ticket_sync,
             ops_events,
             analytics,
+            pulse_sender,
         })
     }
 
@@ -157,6 +164,7 @@ impl Functions {
             Function::TicketSync => Box::pin(self.ticket_sync.invoke(inv, envelope)).await,
             Function::OpsEvents => Box::pin(self.ops_events.invoke(inv, envelope)).await,
             Function::AnalyticsBuilder => Box::pin(self.analytics.invoke(inv, envelope)).await,
+            Function::PulseSender => Box::pin(self.pulse_sender.invoke(inv, envelope)).await,
         }
     }
 }

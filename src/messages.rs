@@ -54,6 +54,25 @@ pub struct Retry {
     pub since: String,
 }
 
+impl Retry {
+    /// The bookkeeping of the re-enqueue after `prev` (the window starts at the first failure,
+    /// `now`), and how long the message stays invisible: backoff jittered over the upper half,
+    /// so copies that failed together spread out, never shorter than `throttled` (the target's
+    /// `Retry-After`), at most `max` otherwise.
+    pub fn next(
+        prev: Option<&Retry>,
+        now: impl FnOnce() -> String,
+        max: std::time::Duration,
+        throttled: std::time::Duration,
+    ) -> (Retry, std::time::Duration) {
+        let attempt = prev.map_or(0, |r| r.attempt) + 1;
+        let since = prev.map_or_else(now, |r| r.since.clone());
+        let jitter = 0.5 + (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 2000.0;
+        let delay = crate::storage::retry_delay(attempt, max, jitter, throttled);
+        (Retry { attempt, since }, delay)
+    }
+}
+
 /// Why a message can never become a ticket.
 #[derive(Debug, thiserror::Error)]
 pub enum InvalidRequest {

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 const QUEUE_FUNCTIONS: &[(&str, &str, &str)] = &[
     ("TicketCreator", "ticket-requests", "ticket-requests-poison"),
     ("LoopCloser", "loop-requests", "loop-requests-poison"),
+    ("PulseSender", "pulse-requests", "pulse-requests-poison"),
 ];
 /// Queues only written to (their reader is not built yet).
-const OUTPUT_ONLY_QUEUES: &[&str] = &["pulse-requests"];
+const OUTPUT_ONLY_QUEUES: &[&str] = &[];
 const EXPORT_CONTAINER: &str = "qualtrics-exports";
 const STATE_CONTAINER: &str = "bridge-state";
 

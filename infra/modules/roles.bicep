@@ -16,6 +16,7 @@ param poisonQueueName string
 param loopQueueName string
 param loopPoisonQueueName string
 param pulseQueueName string
+param pulsePoisonQueueName string
 
 @description('Grant Storage Table Data Contributor for host diagnostic events (recommended by the Functions docs).')
 param grantTableDataContributor bool = true
@@ -65,6 +66,11 @@ resource loopPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues
 resource pulseQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
   parent: queueService
   name: pulseQueueName
+}
+
+resource pulsePoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
+  parent: queueService
+  name: pulsePoisonQueueName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2024-11-01' existing = {
@@ -150,16 +156,27 @@ resource appLoopPoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01'
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
     description: 'qualtrics-bridge: LoopCloser deadletter output and host poison handling'
-// OpsEvents only adds messages to pulse-requests (its queue output): Message Sender, scoped to
-// that queue. PulseSender, which reads it, will need the Contributor role there.
-resource appPulseQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(pulseQueue.id, appPrincipalId, roles.storageQueueDataMessageSender)
+// pulse-requests: PulseSender's trigger and its own re-enqueue after a transient failure
+// (Contributor: read, update, delete), which also covers OpsEvents' output (send).
+resource appPulseQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(pulseQueue.id, appPrincipalId, roles.storageQueueDataContributor)
   scope: pulseQueue
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
-    description: 'qualtrics-bridge: OpsEvents pulse-requests output'
+    description: 'qualtrics-bridge: PulseSender trigger and re-enqueue; OpsEvents pulse output'
+  }
+}
+
+resource appPulsePoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(pulsePoisonQueue.id, appPrincipalId, roles.storageQueueDataContributor)
+  scope: pulsePoisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'qualtrics-bridge: PulseSender deadletter output and host poison handling'
   }
 }
 

@@ -44,6 +44,8 @@ param loopQueueName string
 param loopPoisonQueueName string
 @description('Queue written by OpsEvents: verified ops events for PulseSender.')
 param pulseQueueName string
+@description('PulseSender poison queue: permanent failures and messages past maxDequeueCount.')
+param pulsePoisonQueueName string
 
 @description('Delete exported blobs this many days after their last modification; 0 disables the lifecycle rule.')
 @minValue(0)
@@ -185,6 +187,11 @@ resource pulseQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025
   name: pulseQueueName
 }
 
+resource pulsePoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' = {
+  parent: queueService
+  name: pulsePoisonQueueName
+}
+
 var exportLifecycleActions = union(
   exportRetentionDays > 0 ? { delete: { daysAfterModificationGreaterThan: exportRetentionDays } } : {},
   exportCoolAfterDays > 0 ? { tierToCool: { daysAfterModificationGreaterThan: exportCoolAfterDays } } : {}
@@ -228,6 +235,7 @@ output poisonQueueName string = poisonQueue.name
 output loopQueueName string = loopQueue.name
 output loopPoisonQueueName string = loopPoisonQueue.name
 output pulseQueueName string = pulseQueue.name
+output pulsePoisonQueueName string = pulsePoisonQueue.name
 output exportContainerName string = exportContainer.name
 output stateContainerName string = stateContainer.name
 output analyticsContainerName string = analyticsContainer.name

@@ -367,21 +367,15 @@ impl Work<'_> {
 
     /// Puts the request back, invisible for a backoff (at least Qualtrics' `Retry-After`).
     async fn later(&self, why: &str) -> Result<InvocationReply, InvocationError> {
-        let attempt = self.request.retry.as_ref().map_or(0, |r| r.attempt) + 1;
-        let since = self
-            .request
-            .retry
-            .as_ref()
-            .map_or_else(now, |r| r.since.clone());
-        let jitter = 0.5 + (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 2000.0;
-        let delay = crate::storage::retry_delay(
-            attempt,
+        let (retry, delay) = Retry::next(
+            self.request.retry.as_ref(),
+            now,
             self.svc.max_delay,
-            jitter,
             self.qualtrics.throttled_for(),
         );
+        let attempt = retry.attempt;
         let text = LoopRequest {
-            retry: Some(Retry { attempt, since }),
+            retry: Some(retry),
             ..self.request.clone()
         }
         .to_text();

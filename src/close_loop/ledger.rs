@@ -3,7 +3,7 @@
 //! apply a change or claim a follow-up.
 
 use crate::messages::{order_key, TicketState};
-use crate::storage::blob_state::{self, BlobError, Condition};
+use crate::storage::blob_state::{self, BlobError};
 use azure_core::http::Etag;
 use azure_storage_blob::BlobContainerClient;
 use bytes::Bytes;
@@ -193,21 +193,6 @@ impl LoopLedger {
         version: &Version,
     ) -> Result<Option<Etag>, LedgerError> {
         let bytes = Bytes::from(serde_json::to_vec(entry).map_err(|e| LedgerError(e.to_string()))?);
-        let client = self.container.blob_client(blob);
-        let cond = || match version {
-            None => Condition::Absent,
-            Some(etag) => Condition::Matches(etag, None),
-        };
-        let mut r = blob_state::write(&client, blob, bytes.clone(), cond()).await;
-        if version.is_none() && matches!(r, Err(BlobError::Other { .. })) {
-            // The first entry of a fresh account: the container may not exist yet.
-            blob_state::ensure_container(&self.container).await?;
-            r = blob_state::write(&client, blob, bytes, cond()).await;
-        }
-        match r {
-            Ok(etag) => Ok(Some(etag)),
-            Err(BlobError::Conflict { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(blob_state::put_versioned(&self.container, blob, bytes, version.as_ref()).await?)
     }
 }

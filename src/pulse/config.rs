@@ -43,6 +43,34 @@ pub struct PulseRoute {
     /// Events naming more people are refused (422).
     #[serde(default = "default_max_people")]
     pub max_people: Spanned<u32>,
+    /// The invitation's header and the survey link's lifetime (as `[surveys.loop] followup`).
+    #[serde(default = "default_from_email")]
+    pub from_email: String,
+    #[serde(default = "default_from_name")]
+    pub from_name: String,
+    /// Defaults to `from_email`.
+    #[serde(default)]
+    pub reply_to_email: Option<String>,
+    #[serde(default = "default_subject")]
+    pub subject: String,
+    #[serde(default = "default_expiration_days")]
+    pub expiration_days: u32,
+}
+
+fn default_from_email() -> String {
+    "noreply@qemailserver.com".into()
+}
+
+fn default_from_name() -> String {
+    "IT Experience".into()
+}
+
+fn default_subject() -> String {
+    "A quick question about your experience".into()
+}
+
+fn default_expiration_days() -> u32 {
+    7
 }
 
 fn default_cooldown() -> Spanned<u32> {
@@ -142,6 +170,25 @@ impl PulseRoute {
                 &self.cooldown_hours,
                 format!("must be at most {MAX_COOLDOWN_HOURS} (a year)"),
             ));
+        }
+        for v in std::iter::once(&self.from_email).chain(self.reply_to_email.as_ref()) {
+            if !v.contains('@') || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(err(
+                    "from_email",
+                    &self.event_type,
+                    "from_email / reply_to_email must be an address",
+                ));
+            }
+        }
+        if self.subject.trim().is_empty() || self.from_name.trim().is_empty() {
+            return Err(err(
+                "subject",
+                &self.event_type,
+                "subject / from_name must not be empty",
+            ));
+        }
+        if !(1..=365).contains(&self.expiration_days) {
+            return Err(err("expiration_days", &self.event_type, "must be 1-365"));
         }
         let max = self.max_people();
         if max == 0 || max > max_people_limit {

@@ -6,13 +6,15 @@
 //! * [`verify`]: Standard Webhooks signatures (`ops-webhook-secret` + `-previous`) and the
 //!   static `X-Bridge-Token` header (`ops-static-token` + `-previous`), pure;
 //! * [`event`]: the body, its limits and the SysTrack / CleverTap adapters, pure;
-//! * [`config`]: the `[[pulses]]` entries.
+//! * [`config`]: the `[[pulses]]` entries;
+//! * [`sender`]: `PulseSender`, the sending half (ledger, cool-down, contacts, distributions).
 //!
 //! Every refusal is a 4xx in `res` with `{"error": reason}` and nothing queued; an event no
 //! entry handles is a 202 with nothing queued. Logs carry counts and ids, never an address.
 
 pub mod config;
 pub mod event;
+pub mod sender;
 pub mod verify;
 
 use crate::deps::Deps;

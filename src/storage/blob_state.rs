@@ -132,6 +132,32 @@ pub async fn write_typed(
     })
 }
 
+/// Writes a state blob only if it is still at `version` (`None`: only if absent), creating the
+/// container on a fresh account's first write; `Ok(None)` when another writer was first (read
+/// again and decide again).
+pub async fn put_versioned(
+    container: &BlobContainerClient,
+    name: &str,
+    content: Bytes,
+    version: Option<&Etag>,
+) -> Result<Option<Etag>, BlobError> {
+    let client = container.blob_client(name);
+    let cond = || match version {
+        None => Condition::Absent,
+        Some(etag) => Condition::Matches(etag, None),
+    };
+    let mut r = write(&client, name, content.clone(), cond()).await;
+    if version.is_none() && matches!(r, Err(BlobError::Other { .. })) {
+        ensure_container(container).await?;
+        r = write(&client, name, content, cond()).await;
+    }
+    match r {
+        Ok(etag) => Ok(Some(etag)),
+        Err(BlobError::Conflict { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Acquires a lease of `seconds` (15–60) with our proposed id; `Ok(false)` when another
 /// holder has it.
 pub async fn acquire_lease(

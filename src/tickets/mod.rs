@@ -519,22 +519,17 @@ impl Attempt<'_> {
     /// The request's next attempt, and how long it stays invisible: the target system's
     /// `Retry-After` when it gave one, else exponential backoff with jitter.
     fn next_try(&self) -> (Retry, Duration) {
-        let attempt = self.request.retry.as_ref().map_or(0, |r| r.attempt) + 1;
-        let since = self
-            .request
-            .retry
-            .as_ref()
-            .map_or_else(now_rfc3339, |r| r.since.clone());
-        // Jitter over the upper half, so copies that failed together spread out.
-        let jitter = 0.5 + (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 2000.0;
         let throttled = match self.mapping.system {
             TicketSystem::Servicenow => self.svc.servicenow.as_ref().map(|s| &s.http),
             TicketSystem::Zendesk => self.svc.zendesk.as_ref().map(|z| &z.http),
         }
         .map_or(Duration::ZERO, |h| h.throttled_for());
-        let delay =
-            crate::storage::retry_delay(attempt, self.svc.retrying.max_delay, jitter, throttled);
-        (Retry { attempt, since }, delay)
+        Retry::next(
+            self.request.retry.as_ref(),
+            now_rfc3339,
+            self.svc.retrying.max_delay,
+            throttled,
+        )
     }
 
     /// Whether the request has been failing transiently for longer than the retry window.

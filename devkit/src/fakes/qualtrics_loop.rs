@@ -72,6 +72,8 @@ pub(super) struct LoopState {
     distributions: Vec<FakeDistribution>,
     json_events: Vec<FakeJsonEvent>,
     calls: Vec<LoopCall>,
+    /// Accepted contact upserts: `(mailing list, body exactly as received)`.
+    contact_bodies: Vec<(String, String)>,
     hang_distributions: u32,
 }
 
@@ -121,6 +123,11 @@ impl FakeQualtrics {
 
     pub fn json_events(&self) -> Vec<FakeJsonEvent> {
         self.with(|i| i.close_loop.json_events.clone())
+    }
+
+    /// Accepted mailing-list contact upserts: `(list, body as received)`.
+    pub fn contact_upserts(&self) -> Vec<(String, String)> {
+        self.with(|i| i.close_loop.contact_bodies.clone())
     }
 
     pub fn loop_calls(&self) -> Vec<LoopCall> {
@@ -294,6 +301,9 @@ async fn create_contact(
             "Invalid directory, mailing list or email",
         );
     }
+    i.close_loop
+        .contact_bodies
+        .push((cg.clone(), String::from_utf8_lossy(&raw).into_owned()));
     let key = (cg, email);
     let (cid, cgc) = match i.close_loop.contacts.get(&key) {
         Some(ids) => ids.clone(),
