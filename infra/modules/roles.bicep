@@ -63,6 +63,8 @@ resource loopQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-
 resource loopPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
   parent: queueService
   name: loopPoisonQueueName
+}
+
 resource pulseQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' existing = {
   parent: queueService
   name: pulseQueueName
@@ -156,6 +158,9 @@ resource appLoopPoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01'
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
     description: 'qualtrics-bridge: LoopCloser deadletter output and host poison handling'
+  }
+}
+
 // pulse-requests: PulseSender's trigger and its own re-enqueue after a transient failure
 // (Contributor: read, update, delete), which also covers OpsEvents' output (send).
 resource appPulseQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {

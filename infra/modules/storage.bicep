@@ -182,6 +182,8 @@ resource loopQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-
 resource loopPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' = {
   parent: queueService
   name: loopPoisonQueueName
+}
+
 resource pulseQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2025-01-01' = {
   parent: queueService
   name: pulseQueueName
