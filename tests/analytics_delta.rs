@@ -161,10 +161,14 @@ fn expected_cells(blobs: &[(String, String)]) -> BTreeSet<String> {
                 match value {
                     Value::Array(items) => {
                         for (i, item) in items.iter().enumerate() {
+                            // Without a definition the code, read as a number, is the value.
+                            let num = item
+                                .as_f64()
+                                .or_else(|| item.as_str()?.trim().parse::<f64>().ok());
                             out.insert(base(
                                 Some(i),
                                 item.clone(),
-                                Value::Null,
+                                json!(num),
                                 r["labels"][key][i].clone(),
                             ));
                         }
