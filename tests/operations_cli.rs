@@ -614,7 +614,8 @@ async fn config_check_json_names_the_file_and_masks_what_may_carry_a_key() {
     assert_eq!(doc["sandbox"], false);
     assert_eq!(
         doc["surveys"],
-        serde_json::json!([{"id": "SV_a", "export": true, "tickets": null, "allowUnsigned": false, "loop": null}])
+        serde_json::json!([{"id": "SV_a", "export": true, "tickets": null, "allowUnsigned": false, "loop": null,
+            "analytics": {"embedded": [], "freeText": true, "identityHashed": []}}])
     );
     let setting = |name: &str| {
         doc["settings"]
