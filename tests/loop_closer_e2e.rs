@@ -173,11 +173,18 @@ async fn write_back_is_byte_exact_and_duplicates_send_one_survey() {
     let want = format!(
         r#"{{"surveyId":"{SV}","resetRecordedDate":false,"embeddedData":{{"BridgeWriteBack":"1","TicketCloseCode":"Solved (Permanently)","TicketId":"{ticket}","TicketNumber":"INCc537bae","TicketState":"resolved","TicketStateAt":"2026-12-07T10:00:00Z","TicketSystem":"servicenow"}}}}"#
     );
+    // The older state may be written first if a worker takes it before any resolution (it
+    // was then the newest seen); whatever the order, the last write-back is the resolution.
     let updates = e.q.response_updates();
-    assert!(!updates.is_empty(), "no write-back");
+    let last = updates.last().expect("no write-back");
+    assert_eq!(last.body, want, "write-back bytes");
     for u in &updates {
         assert_eq!(u.response_id, rid);
-        assert_eq!(u.body, want, "write-back bytes");
+        assert!(
+            u.body == want || u.body.contains(r#""TicketState":"open""#),
+            "unexpected write-back {}",
+            u.body
+        );
     }
     let sent = e.q.distributions();
     assert_eq!(sent.len(), 1, "one follow-up survey per ticket");
