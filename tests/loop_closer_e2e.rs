@@ -130,22 +130,6 @@ fn surveys_to(q: &FakeQualtrics, email: &str) -> usize {
         .count()
 }
 
-fn assert_no_address_logged(stack: &Stack, emails: &[&str]) {
-    let out = stack.host.handler_output().join("\n");
-    let logs: String = stack
-        .host
-        .records()
-        .iter()
-        .flat_map(|r| r.logs.clone())
-        .collect();
-    for e in emails {
-        assert!(
-            !out.contains(e) && !logs.contains(e),
-            "address {e} was logged"
-        );
-    }
-}
-
 #[tokio::test]
 async fn write_back_is_byte_exact_and_duplicates_send_one_survey() {
     let e = env(&bridge(""), &[]).await;
@@ -213,7 +197,7 @@ async fn write_back_is_byte_exact_and_duplicates_send_one_survey() {
     assert_eq!(l["followUp"]["status"], "sent");
     assert_eq!(l["followUp"]["distributionId"], d.id.as_str());
     assert_eq!(l["jsonEvents"][0]["status"], "sent");
-    assert_no_address_logged(&e.stack, &[&email]);
+    common::assert_no_address_logged(&e.stack, &[&email]);
 }
 
 #[tokio::test]
@@ -320,7 +304,7 @@ async fn reopened_then_resolved_follows_the_config() {
     assert_eq!(b["followUp"]["status"], "skipped");
     let why = b["followUp"]["reason"].as_str().unwrap();
     assert!(why.contains("reopened within 24h"), "{why}");
-    assert_no_address_logged(&e.stack, &[&ea, &eb]);
+    common::assert_no_address_logged(&e.stack, &[&ea, &eb]);
 }
 
 #[tokio::test]

@@ -126,22 +126,6 @@ fn sent_to(q: &FakeQualtrics, email: &str) -> usize {
         .count()
 }
 
-fn assert_no_address_logged(stack: &Stack, emails: &[&str]) {
-    let out = stack.host.handler_output().join("\n");
-    let logs: String = stack
-        .host
-        .records()
-        .iter()
-        .flat_map(|r| r.logs.clone())
-        .collect();
-    for e in emails {
-        assert!(
-            !out.contains(e) && !logs.contains(e),
-            "address {e} was logged"
-        );
-    }
-}
-
 #[tokio::test]
 async fn one_event_upserts_contacts_and_sends_once_even_when_duplicated() {
     let e = env(&[]).await;
@@ -189,7 +173,7 @@ async fn one_event_upserts_contacts_and_sends_once_even_when_duplicated() {
         !text.contains(a) && !text.contains(b),
         "ledger keyed by hash"
     );
-    assert_no_address_logged(&e.stack, &[a, b]);
+    common::assert_no_address_logged(&e.stack, &[a, b]);
 }
 
 #[tokio::test]
@@ -206,7 +190,7 @@ async fn another_event_type_in_the_same_category_inside_the_cool_down_sends_noth
     assert_eq!(sent_to(&e.q, fresh), 1, "others still surveyed");
     let l = ledger(&e.stack, "evt-0101").await;
     assert_eq!(statuses(&l), ["cooling", "sent"]);
-    assert_no_address_logged(&e.stack, &[a, fresh]);
+    common::assert_no_address_logged(&e.stack, &[a, fresh]);
 }
 
 #[tokio::test]

@@ -382,3 +382,20 @@ pub async fn blob_names(s: &qualtrics_bridge::storage::Storage, container: &str)
     }
     names
 }
+
+/// No respondent address reached the handler's output or the invocations' `Logs[]`.
+pub fn assert_no_address_logged(stack: &Stack, emails: &[&str]) {
+    let out = stack.host.handler_output().join("\n");
+    let logs: String = stack
+        .host
+        .records()
+        .iter()
+        .flat_map(|r| r.logs.clone())
+        .collect();
+    for e in emails {
+        assert!(
+            !out.contains(e) && !logs.contains(e),
+            "address {e} was logged"
+        );
+    }
+}
