@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Chaos (issue 9): every scenario of tests/chaos.rs — the bounded ones CI runs and the long
+# Chaos (issue 9): every scenario of tests/e2e/chaos.rs — the bounded ones CI runs and the long
 # `everything_long` — one after the other, then a per-scenario audit table. Each scenario drives
 # the real release handler behind devkit's local host on Azurite (on disk) with the fake
 # Qualtrics, ServiceNow and Zendesk while it injects faults, and fails on any lost, duplicated
@@ -8,7 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --release --test chaos -- --include-ignored --skip load_profile --nocapture \
+cargo test --release --test e2e chaos:: -- --include-ignored --skip load_profile --nocapture \
     --test-threads=1 2>&1 | tee "$log" | grep -E "^test |test result|panicked"
 status=${PIPESTATUS[0]}
 echo

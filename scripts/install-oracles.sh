@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs the analytics tests' independent readers, pinned Python `deltalake` (delta-rs),
-# `duckdb` and `pyarrow` (which deltalake hands its tables to), from PyPI into
+# `duckdb` and `pyarrow` (which deltalake hands its tables to), and `matplotlib` for the analytics
+# demo's chart step (scripts/analytics-charts.py, also tested in CI), from PyPI into
 # tools/oracles-venv (idempotent: pip runs only when a pinned version is missing). Prints the
-# venv's python on stdout. tests/analytics_delta.rs runs that python (ANALYTICS_ORACLE_PYTHON
+# venv's python on stdout. tests/e2e/analytics_delta.rs runs that python (ANALYTICS_ORACLE_PYTHON
 # overrides it).
 set -euo pipefail
 
 # Bump deliberately: the tests assert what these readers accept.
-PINS=("deltalake==1.6.6" "duckdb==2.0.0" "pyarrow==26.0.1")
+PINS=("deltalake==1.6.6" "duckdb==2.0.0" "pyarrow==26.0.1" "matplotlib==3.11.2")
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/tools/oracles-venv"

@@ -6,5 +6,5 @@
 # RSS and the chaos audit row; fails on any lost, duplicated or unexplained item.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --release --test chaos -- --ignored --exact load_profile --nocapture 2>&1 |
+cargo test --release --test e2e -- --ignored --exact chaos::load_profile --nocapture 2>&1 |
     grep -E -A1 "^LOAD|^CHAOS-AUDIT|test result|panicked"

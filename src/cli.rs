@@ -89,7 +89,38 @@ pub enum Command {
     /// The analytics tables (Delta) built from the export blobs.
     #[command(subcommand)]
     Analytics(AnalyticsCommand),
+    /// What an ops event would do under [[pulses]]: a dry run that sends and writes nothing.
+    #[command(long_about = PULSES_HELP)]
+    Pulses {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: OutputArg,
+        /// The event body, as OpsEvents would receive it: a file, or - for stdin.
+        #[arg(long, value_name = "FILE")]
+        event: PathBuf,
+        /// The body's shape, as OpsEvents' ?format=: bridge, systrack or clevertap.
+        #[arg(long, value_name = "FORMAT", default_value = "bridge")]
+        format: String,
+        /// Required: the command only shows what PulseSender would do (events are sent
+        /// through OpsEvents, never from the command line).
+        #[arg(long, required = true)]
+        dry_run: bool,
+    },
 }
+
+const PULSES_HELP: &str = "What an ops event would do under [[pulses]], without sending anything.
+
+Reads the event body (--event FILE, or - for stdin), checks it as OpsEvents does, finds the
+[[pulses]] entry that handles its eventType, and decides for each person as PulseSender
+would, from the state PulseSender keeps: already handled for this eventId, inside the
+category's cool-down, nobody to send to (no address and no CGC_ membership), or due. People
+are shown by the first 12 hex characters of their keyed hash (the prefix PulseSender logs),
+never by address. Prints how many distributions PulseSender would create.
+
+Dry run is the only mode: events reach Qualtrics only through OpsEvents and PulseSender.
+Nothing is sent to Qualtrics and nothing is written (no contact, ledger or cool-down).
+Settings: AzureWebJobsStorage…, STATE_CONTAINER, the analytics-hash-key secret.";
 
 #[derive(Debug, Subcommand)]
 pub enum AnalyticsCommand {
@@ -242,7 +273,37 @@ pub enum LoopCommand {
         #[arg(long, value_name = "URL")]
         url: String,
     },
+    /// Show one response's ticket and loop state from the ledgers (reads only).
+    #[command(long_about = LOOP_STATUS_HELP)]
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: OutputArg,
+        /// The response (R_…).
+        #[arg(long, value_name = "R_ID", required_unless_present = "ticket")]
+        response: Option<String>,
+        /// The survey of --response (SV_…). Absent: each survey in bridge.toml.
+        #[arg(long, value_name = "SV_ID", requires = "response")]
+        survey: Option<String>,
+        /// The ticket: zendesk:<id> or servicenow:<INC number or sys_id>.
+        #[arg(long, value_name = "SYSTEM:NUMBER")]
+        ticket: Option<String>,
+    },
 }
+
+const LOOP_STATUS_HELP: &str =
+    "Show what the ledgers hold about one response's ticket and its loop.
+
+By --response R_… (the ticket ledger is per survey: --survey, else each survey of
+bridge.toml in turn) or by --ticket SYSTEM:NUMBER (zendesk:<id>, servicenow:<INC number or
+sys_id>; an INC number is found by reading that system's open-ticket index and loop ledger
+entries, a sys_id directly). Prints the ticket (system, number, ledger state), the last
+state LoopCloser applied and its change time, whether it is written back onto the response
+(applied, pending, or none yet), the follow-up survey (none, claimed, sent EMD_…, skipped,
+ambiguous), the JSON Events fired, and whether TicketSync still watches the ticket (the
+open-ticket index). Reads only; nothing is written. Exit 1 when nothing is stored for it.
+Settings: AzureWebJobsStorage…, STATE_CONTAINER.";
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LoopSystem {
@@ -288,6 +349,27 @@ pub async fn run(cli: Cli) -> ExitCode {
             since,
         } => export(&config, &survey, since.as_deref()).await,
         Command::Loop(LoopCommand::Setup { system, url }) => loop_setup(system, &url),
+        Command::Loop(LoopCommand::Status {
+            config,
+            output,
+            response,
+            survey,
+            ticket,
+        }) => {
+            let target = StatusTarget {
+                response,
+                survey,
+                ticket,
+            };
+            loop_status(&config, output.output, target).await
+        }
+        Command::Pulses {
+            config,
+            output,
+            event,
+            format,
+            dry_run: _,
+        } => pulses_dry_run(&config, output.output, &event, &format).await,
         Command::Analytics(AnalyticsCommand::Rebuild {
             config,
             survey,
@@ -309,6 +391,565 @@ fn loop_setup(system: LoopSystem, url: &str) -> ExitCode {
         }
         Err(e) => usage("loop setup", e),
     }
+}
+
+/// Which loop `loop status` shows.
+#[derive(Debug)]
+struct StatusTarget {
+    response: Option<String>,
+    survey: Option<String>,
+    ticket: Option<String>,
+}
+
+/// The shared clients with storage, as the handler builds them; exit 2 without storage.
+fn deps_with_storage(cmd: &str) -> Result<Deps, ExitCode> {
+    let deps = deps(cmd)?;
+    if deps.storage.is_none() {
+        return Err(usage(
+            cmd,
+            "no storage connection: set AzureWebJobsStorage (or AzureWebJobsStorage__…)",
+        ));
+    }
+    Ok(deps)
+}
+
+/// The state container (`STATE_CONTAINER`) of `deps`' storage.
+fn state_container(
+    cmd: &str,
+    deps: &Deps,
+) -> Result<azure_storage_blob::BlobContainerClient, ExitCode> {
+    match deps.storage.as_ref() {
+        Some(s) => s
+            .blob_container(deps.state_container.as_str())
+            .map_err(|e| usage(cmd, e)),
+        None => Err(usage(cmd, "no storage connection")),
+    }
+}
+
+async fn loop_status(config: &ConfigArg, output: Output, target: StatusTarget) -> ExitCode {
+    use crate::close_loop::status::StatusReader;
+    const CMD: &str = "loop status";
+    let ticket = match target.ticket.as_deref().map(parse_ticket).transpose() {
+        Ok(t) => t,
+        Err(e) => return usage(CMD, e),
+    };
+    if let Some(r) = &target.response {
+        if !crate::messages::is_qualtrics_id(r, "R_") {
+            return usage(CMD, "--response: not a response id (R_…)");
+        }
+    }
+    if let Some(s) = &target.survey {
+        if !crate::messages::is_qualtrics_id(s, "SV_") {
+            return usage(CMD, "--survey: not a survey id (SV_…)");
+        }
+    }
+    let (bridge, _) = match bridge(CMD, config) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let surveys: Vec<String> = match &target.survey {
+        Some(s) => vec![s.clone()],
+        None => bridge.surveys.iter().map(|s| s.id.clone()).collect(),
+    };
+    if target.response.is_some() && surveys.is_empty() {
+        return usage(CMD, "bridge.toml has no survey: pass --survey");
+    }
+    let deps = match deps_with_storage(CMD) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let name = deps.state_container.as_str();
+    let reader = match deps.storage.as_ref().map(|s| StatusReader::new(s, name)) {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return usage(CMD, e),
+        None => return usage(CMD, "no storage connection"),
+    };
+    let found = match (&target.response, &ticket) {
+        (Some(r), _) => reader.by_response(&surveys, r).await,
+        (None, Some((system, number))) => reader.by_ticket(system, number).await,
+        (None, None) => return usage(CMD, "give --response or --ticket"),
+    };
+    let status = match found {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let what = match (&target.response, &ticket) {
+                (Some(r), _) => format!(
+                    "response {r}: no ticket ledger entry in survey(s) {}",
+                    surveys.join(", ")
+                ),
+                (None, Some((system, number))) => format!(
+                    "ticket {system}:{number}: neither the loop ledger nor the open-ticket index knows it"
+                ),
+                (None, None) => String::new(),
+            };
+            return failed(CMD, what);
+        }
+        Err(e) => return failed(CMD, e),
+    };
+    if let (Some((system, number)), Some(_)) = (&ticket, &target.response) {
+        let matches = status.ticket_id.as_ref().is_some_and(|(s, id)| {
+            s == system
+                && (id == number
+                    || status
+                        .ticket
+                        .as_ref()
+                        .and_then(|t| t.ticket.as_ref())
+                        .and_then(|t| t.number.as_deref())
+                        == Some(number.as_str()))
+        });
+        if !matches {
+            return failed(
+                CMD,
+                format!(
+                    "response {}: its ticket is not {system}:{number}",
+                    status.response_id
+                ),
+            );
+        }
+    }
+    let write_back_on = bridge
+        .surveys
+        .iter()
+        .find(|s| s.id == status.survey_id)
+        .and_then(|s| s.close_loop.as_ref())
+        .map(|l| l.get_ref().write_back);
+    match output {
+        Output::Text => print!("{}", status_text(&status, write_back_on)),
+        Output::Json => println!("{:#}", status_json(&status, write_back_on)),
+    }
+    ExitCode::SUCCESS
+}
+
+/// `zendesk:35436` / `servicenow:INC0010001` → (system, number).
+fn parse_ticket(t: &str) -> Result<(String, String), String> {
+    let (system, number) = t.split_once(':').ok_or(
+        "--ticket: SYSTEM:NUMBER expected (zendesk:<id>, servicenow:<INC number or sys_id>)",
+    )?;
+    let system = system.trim().to_ascii_lowercase();
+    if !matches!(system.as_str(), "zendesk" | "servicenow") {
+        return Err("--ticket: the system is zendesk or servicenow".into());
+    }
+    let number = number.trim();
+    // Ticket ids and numbers name blobs: letters, digits, '-', '_', '.' only (as LoopCloser).
+    let ok = !number.is_empty()
+        && number.len() <= 64
+        && number
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        return Err("--ticket: the number is 1-64 letters, digits, '-', '_', '.'".into());
+    }
+    Ok((system, number.to_owned()))
+}
+
+/// The write-back as shown: `off` when the survey's [surveys.loop] turns it off.
+fn write_back_shown(
+    entry: &crate::close_loop::ledger::LoopEntry,
+    on: Option<bool>,
+) -> &'static str {
+    if on == Some(false) {
+        return "off";
+    }
+    crate::close_loop::status::write_back_status(entry).name()
+}
+
+fn state_text(s: crate::messages::TicketState) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// `loop status` as prose.
+fn status_text(s: &crate::close_loop::status::LoopStatus, write_back_on: Option<bool>) -> String {
+    use crate::close_loop::status::follow_up_text;
+    let mut t = String::new();
+    let _ = writeln!(t, "response {} (survey {})", s.response_id, s.survey_id);
+    match &s.ticket {
+        None => {
+            let _ = writeln!(t, "  ticket ledger: no entry");
+        }
+        Some(e) => {
+            let state = format!("{:?}", e.state).to_ascii_lowercase();
+            let what = match &e.ticket {
+                Some(r) => format!(
+                    "{} {} (id {})",
+                    r.system,
+                    r.number.as_deref().unwrap_or(&r.id),
+                    r.id
+                ),
+                None => "no ticket".into(),
+            };
+            let reason = e
+                .reason
+                .as_deref()
+                .map(|r| format!(" — {r}"))
+                .unwrap_or_default();
+            let _ = writeln!(t, "  ticket: {what}, {state} at {}{reason}", e.updated_at);
+        }
+    }
+    match &s.loop_entry {
+        None => {
+            let _ = writeln!(
+                t,
+                "  loop: no state applied yet (no event or sync has reached LoopCloser)"
+            );
+        }
+        Some(l) => {
+            match &l.applied {
+                Some(a) => {
+                    let seq = a
+                        .sequence
+                        .map(|n| format!(", sequence {n}"))
+                        .unwrap_or_default();
+                    let code = a
+                        .close_code
+                        .as_deref()
+                        .map(|c| format!(", close code {c:?}"))
+                        .unwrap_or_default();
+                    let reopened = if a.reopened { " (reopened)" } else { "" };
+                    let _ = writeln!(
+                        t,
+                        "  applied: {}{reopened} (status {:?}), changed at {}{seq}{code}",
+                        state_text(a.state),
+                        a.status,
+                        a.changed_at
+                    );
+                }
+                None => {
+                    let _ = writeln!(t, "  applied: nothing yet");
+                }
+            }
+            let written = l
+                .write_back
+                .as_ref()
+                .map(|w| format!(" (last written: {} at {})", w.state, w.at))
+                .unwrap_or_default();
+            let _ = writeln!(
+                t,
+                "  write-back: {}{written}",
+                write_back_shown(l, write_back_on)
+            );
+            let f = &l.follow_up;
+            let when =
+                f.at.as_deref()
+                    .map(|a| format!(" at {a}"))
+                    .unwrap_or_default();
+            let why = f
+                .reason
+                .as_deref()
+                .map(|r| format!(" — {r}"))
+                .unwrap_or_default();
+            let _ = writeln!(t, "  follow-up: {}{when}{why}", follow_up_text(l));
+            if l.json_events.is_empty() {
+                let _ = writeln!(t, "  JSON events: none");
+            }
+            for e in &l.json_events {
+                let status = serde_json::to_value(e.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    t,
+                    "  JSON event: {} {status} at {}",
+                    state_text(e.state),
+                    e.at
+                );
+            }
+            if l.ignored > 0 {
+                let _ = writeln!(t, "  ignored: {} older or repeated change(s)", l.ignored);
+            }
+        }
+    }
+    let index = match &s.open {
+        Some(o) => match &o.last_synced {
+            Some(ls) => format!(
+                "yes (TicketSync last queued {} changed at {}, at {})",
+                state_text(ls.state),
+                ls.changed_at,
+                ls.at
+            ),
+            None => "yes (not synced yet)".into(),
+        },
+        None => "no".into(),
+    };
+    let _ = writeln!(t, "  open-ticket index: {index}");
+    t
+}
+
+/// `loop status` as one JSON document.
+fn status_json(
+    s: &crate::close_loop::status::LoopStatus,
+    write_back_on: Option<bool>,
+) -> serde_json::Value {
+    let ticket = s.ticket.as_ref().map(|e| {
+        json!({
+            "state": e.state,
+            "system": e.ticket.as_ref().map(|t| &t.system).or(e.system.as_ref()),
+            "id": e.ticket.as_ref().map(|t| &t.id),
+            "number": e.ticket.as_ref().and_then(|t| t.number.as_ref()),
+            "recordedAt": e.updated_at,
+            "reason": e.reason,
+        })
+    });
+    let loop_state = s.loop_entry.as_ref().map(|l| {
+        json!({
+            "applied": l.applied.as_ref().map(|a| json!({
+                "state": a.state,
+                "status": a.status,
+                "changedAt": a.changed_at,
+                "sequence": a.sequence,
+                "closeCode": a.close_code,
+                "reopened": a.reopened,
+            })),
+            "writeBack": {
+                "status": write_back_shown(l, write_back_on),
+                "written": l.write_back,
+            },
+            "followUp": {
+                "status": l.follow_up.status,
+                "distributionId": l.follow_up.distribution_id,
+                "at": l.follow_up.at,
+                "reason": l.follow_up.reason,
+            },
+            "jsonEvents": l.json_events,
+            "ignored": l.ignored,
+            "updatedAt": l.updated_at,
+        })
+    });
+    json!({
+        "surveyId": s.survey_id,
+        "responseId": s.response_id,
+        "ticket": ticket,
+        "ticketId": s.ticket_id.as_ref().map(|(system, id)| json!({"system": system, "id": id})),
+        "loop": loop_state,
+        "openIndex": {
+            "indexed": s.open.is_some(),
+            "lastSynced": s.open.as_ref().and_then(|o| o.last_synced.as_ref()),
+        },
+    })
+}
+
+async fn pulses_dry_run(
+    config: &ConfigArg,
+    output: Output,
+    event: &std::path::Path,
+    format: &str,
+) -> ExitCode {
+    use crate::pulse::{event as ops_event, people};
+    const CMD: &str = "pulses";
+    let format = match ops_event::format_of(Some(format)) {
+        Ok(f) => f,
+        Err(_) => return usage(CMD, "--format: bridge, systrack or clevertap"),
+    };
+    let body = match read_event(event) {
+        Ok(b) => b,
+        Err(e) => return usage(CMD, e),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    // Checked as OpsEvents checks it; the error names the field, never a value.
+    let event = match ops_event::parse(format, &body, now) {
+        Ok(e) => e,
+        Err(e) => return usage(CMD, format!("--event: {e}")),
+    };
+    let (bridge, _) = match bridge(CMD, config) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let head = json!({
+        "eventId": event.event_id,
+        "eventType": event.event_type,
+        "format": format.name(),
+        "people": event.people.len(),
+    });
+    let Some(route) = crate::pulse::route_for(&bridge.pulses, &event.event_type) else {
+        let why =
+            "no [[pulses]] entry handles this event type: OpsEvents answers 202 and queues nothing";
+        return print_refused(output, &head, None, why);
+    };
+    let pulse = json!({
+        "eventType": route.event_type(),
+        "survey": route.survey.get_ref(),
+        "category": route.category(),
+        "cooldownHours": route.cooldown_hours.get_ref(),
+        "maxPeople": route.max_people(),
+    });
+    if event.people.len() > route.max_people() {
+        let why = "more people than the entry's max_people: OpsEvents refuses it (422), nothing is queued";
+        return print_refused(output, &head, Some(&pulse), why);
+    }
+    let deps = match deps_with_storage(CMD) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let container = match state_container(CMD, &deps) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let root = match deps
+        .secrets
+        .get(crate::secrets::SecretName::AnalyticsHashKey)
+        .await
+    {
+        Ok(Some(k)) => k,
+        Ok(None) => {
+            return usage(
+                CMD,
+                "secret analytics-hash-key is not set (PulseSender keys people by it)",
+            )
+        }
+        Err(e) => return failed(CMD, e),
+    };
+    let plan = match people::plan(&container, root.expose().as_bytes(), route, &event, now).await {
+        Ok(p) => p,
+        Err(e) => return failed(CMD, e),
+    };
+    match output {
+        Output::Text => print!("{}", pulse_plan_text(&event, format, route, &plan)),
+        Output::Json => println!("{:#}", pulse_plan_json(head, pulse, &plan)),
+    }
+    ExitCode::SUCCESS
+}
+
+/// The event body from a file or stdin (`-`), at most what OpsEvents accepts.
+fn read_event(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let limit = crate::pulse::event::MAX_BODY_BYTES;
+    let mut bytes = Vec::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin()
+            .take(limit as u64 + 1)
+            .read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| format!("--event {}: {e}", path.display()))?;
+    if bytes.len() > limit {
+        return Err(format!(
+            "--event {}: larger than 1 MiB (OpsEvents answers 413)",
+            path.display()
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("--event {}: not UTF-8", path.display()))
+}
+
+/// An event the intake would not queue: said, with exit 0 (the dry run answered).
+fn print_refused(
+    output: Output,
+    head: &serde_json::Value,
+    pulse: Option<&serde_json::Value>,
+    why: &str,
+) -> ExitCode {
+    match output {
+        Output::Text => {
+            println!(
+                "event {} ({}): {why}",
+                head["eventId"].as_str().unwrap_or_default(),
+                head["eventType"].as_str().unwrap_or_default()
+            );
+            println!("dry run: nothing sent, nothing written");
+        }
+        Output::Json => println!(
+            "{:#}",
+            json!({"event": head, "pulse": pulse, "queued": false, "reason": why,
+                   "people": [], "distributions": 0, "dryRun": true})
+        ),
+    }
+    ExitCode::SUCCESS
+}
+
+fn verdict_text(v: &crate::pulse::people::Verdict) -> String {
+    use crate::pulse::people::Verdict;
+    match v {
+        Verdict::NoIdentity => "skipped: no address, externalRef or contact id".into(),
+        Verdict::Already(s) => format!("already handled for this event ({s})"),
+        Verdict::Cooling { since } => {
+            format!("in cool-down (surveyed for the category at {since})")
+        }
+        Verdict::Unreachable => "skipped: no address and no contact id (CID_…)".into(),
+        Verdict::Due => "would be surveyed".into(),
+    }
+}
+
+/// `pulses --dry-run` as prose.
+fn pulse_plan_text(
+    event: &crate::messages::PulseEvent,
+    format: crate::messages::PulseFormat,
+    route: &crate::pulse::config::PulseRoute,
+    plan: &crate::pulse::people::Plan,
+) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "event {} ({}, {} format): {} people",
+        event.event_id,
+        event.event_type,
+        format.name(),
+        event.people.len()
+    );
+    let _ = writeln!(
+        t,
+        "pulse {}: survey {}, category {}, cool-down {} h, at most {} people",
+        route.event_type(),
+        route.survey.get_ref(),
+        route.category(),
+        route.cooldown_hours.get_ref(),
+        route.max_people()
+    );
+    for p in &plan.people {
+        let who = match &p.key {
+            Some(k) => format!("person {k}"),
+            None => format!("people[{}]", p.index),
+        };
+        let _ = writeln!(t, "  {who}  {}", verdict_text(&p.verdict));
+    }
+    let _ = writeln!(
+        t,
+        "would survey {}, in cool-down {}, already handled {}, skipped {}",
+        plan.count("due"),
+        plan.count("cooling"),
+        plan.count("already"),
+        plan.count("unreachable") + plan.count("no-identity")
+    );
+    let _ = writeln!(
+        t,
+        "distributions that would be sent: {} (to the event's transaction batch, {} batch call(s))",
+        plan.distributions(),
+        plan.batch_calls()
+    );
+    let _ = writeln!(t, "dry run: nothing sent, nothing written");
+    t
+}
+
+/// `pulses --dry-run` as one JSON document.
+fn pulse_plan_json(
+    head: serde_json::Value,
+    pulse: serde_json::Value,
+    plan: &crate::pulse::people::Plan,
+) -> serde_json::Value {
+    use crate::pulse::people::Verdict;
+    let people: Vec<_> = plan
+        .people
+        .iter()
+        .map(|p| {
+            let mut v = json!({"index": p.index, "person": p.key, "verdict": p.verdict.name()});
+            match &p.verdict {
+                Verdict::Cooling { since } => v["since"] = json!(since),
+                Verdict::Already(s) => v["status"] = json!(s),
+                _ => {}
+            }
+            v
+        })
+        .collect();
+    let counts = json!({
+        "due": plan.count("due"),
+        "cooling": plan.count("cooling"),
+        "already": plan.count("already"),
+        "unreachable": plan.count("unreachable"),
+        "noIdentity": plan.count("no-identity"),
+    });
+    json!({"event": head, "pulse": pulse, "queued": true, "reason": null, "people": people,
+           "counts": counts, "distributions": plan.distributions(), "dryRun": true})
 }
 
 /// A usage or configuration error: exit code 2.
@@ -726,7 +1367,10 @@ async fn analytics_rebuild(
     let mut code = ExitCode::SUCCESS;
     for r in &reports {
         println!("{}", r.line());
-        if !matches!(r.outcome, builder::Outcome::Built { .. }) {
+        if !matches!(
+            r.outcome,
+            builder::Outcome::Built { .. } | builder::Outcome::Linked { .. }
+        ) {
             code = ExitCode::FAILURE;
         }
     }

@@ -209,6 +209,11 @@ pub const KNOWN_SETTINGS: &[SettingSpec] = &[
         meaning: "PulseSender's limit on each Qualtrics call (1-120 s); a distribution whose answer does not come in time is recorded as ambiguous, never resent",
     },
     SettingSpec {
+        name: "PULSE_CALLS_PER_MINUTE",
+        source: SettingSource::Default("2900"),
+        meaning: "the pace of PulseSender's Qualtrics calls per handler process (1-100000), under Qualtrics' brand-wide 3,000/min",
+    },
+    SettingSpec {
         name: "BRIDGE_TEST_CRASH_AT",
         source: SettingSource::Optional,
         meaning: "test-only fault hook: abort the handler once at a named export, loop, pulse or analytics point (docs/export.md, docs/loop-closer.md, docs/pulse.md, docs/analytics.md); never set in Azure",
@@ -564,7 +569,7 @@ mod tests {
             (PULSE.replace("UR_1", "GR_1"), ""),
             (PULSE.replace("CG_1", "POOL_1"), "line 7, pulses[0].mailing_list"),
             (PULSE.replace("incident.resolved", "incident resolved"), "line 2, pulses[0].event_type"),
-            (format!("{PULSE}max_people = 1001\n"), "line 8, pulses[0].max_people: must be 1-1000"),
+            (format!("{PULSE}max_people = 10001\n"), "line 8, pulses[0].max_people: must be 1-10000"),
             (format!("{PULSE}max_people = 0\n"), "line 8, pulses[0].max_people"),
             (format!("{PULSE}cooldown_hours = 9000\n"), "line 8, pulses[0].cooldown_hours"),
             (format!("{PULSE}embedded_data = [\"\"]\n"), "line 8, pulses[0].embedded_data"),

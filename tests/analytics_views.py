@@ -29,15 +29,16 @@ TABLES = {
     "ticket_link": {
         "survey_id": "VARCHAR", "response_id": "VARCHAR", "system": "VARCHAR",
         "ticket_id": "VARCHAR", "ticket_number": "VARCHAR", "state": "VARCHAR",
-        "created_at": "BIGINT",
+        "updated_at": "BIGINT", "source": "VARCHAR",
     },
 }
-TIMESTAMPS = {"exported_at", "recorded_at", "created_at"}
+TIMESTAMPS = {"exported_at", "recorded_at", "updated_at"}
 VIEWS = {
     "v_response_latest": "SELECT survey_id, response_id, epoch_us(exported_at) AS exported_at FROM v_response_latest ORDER BY ALL",
     "v_nps_daily": "SELECT survey_id, question_id, CAST(day AS VARCHAR) AS day, responses, promoters, passives, detractors, nps FROM v_nps_daily ORDER BY ALL",
     "v_question_response_rate": "SELECT * FROM v_question_response_rate ORDER BY ALL",
     "v_detractor_ticket": "SELECT survey_id, response_id, question_id, score, system, ticket_number, ticket_state, minutes_to_ticket FROM v_detractor_ticket ORDER BY ALL",
+    "v_ticket_latest": "SELECT system, ticket_id, state, epoch_us(created_at) AS created_at, epoch_us(updated_at) AS updated_at FROM v_ticket_latest ORDER BY ALL",
 }
 
 

@@ -18,21 +18,22 @@ const E1: i64 = 1_780_000_000_000_000;
 const E2: i64 = E1 + 3_600_000_000;
 const DAY_MS: i64 = 86_400_000;
 
-/// A detractor's (score, ticket number, minutes from response to ticket).
-type DetractorRow = (Option<f64>, Option<String>, Option<i64>);
+/// A detractor's (score, ticket number, minutes from response to ticket, ticket's state now).
+type DetractorRow = (Option<f64>, Option<String>, Option<i64>, Option<String>);
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The pinned duckdb's python (installed from PyPI by the script on first use).
+/// The oracles venv's python (pinned duckdb, deltalake, pyarrow from PyPI, installed by the
+/// script on first use).
 fn duckdb_python() -> String {
-    let out = Command::new(root().join("scripts/install-duckdb.sh"))
+    let out = Command::new(root().join("scripts/install-oracles.sh"))
         .output()
-        .expect("run scripts/install-duckdb.sh");
+        .expect("run scripts/install-oracles.sh");
     assert!(
         out.status.success(),
-        "install-duckdb.sh failed: {}",
+        "install-oracles.sh failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -134,9 +135,12 @@ fn duckdb_views_agree_with_the_generated_answers() {
             );
         }
     }
-    // Tickets for every other latest detractor, 30 minutes after the response.
+    // Tickets for every other latest detractor, raised (open) 30 minutes after the response;
+    // some resolved a day later, some canceled at the very instant they were raised (a tie the
+    // loop ledger's row wins) — ticket_link appends each state.
     let mut tickets = Vec::new();
     let mut want_detractors = BTreeMap::new();
+    let mut want_latest = BTreeSet::new();
     for (n, (id, (at, row))) in latest
         .iter()
         .filter(|(_, (_, row))| row["values"]["QID1_NPS_GROUP"] == json!(1))
@@ -144,12 +148,29 @@ fn duckdb_views_agree_with_the_generated_answers() {
     {
         let score = row["values"]["QID1"].as_f64();
         let ticket = (n % 2 == 0).then(|| format!("INC{n:07}"));
+        let mut state = None;
         if let Some(number) = &ticket {
-            tickets.push(json!({"survey_id": data.survey_id, "response_id": id, "system": "servicenow",
-                                "ticket_id": format!("sys-{n}"), "ticket_number": number, "state": "new",
-                                "created_at": (at + 30 * 60_000) * 1000}));
+            let created = (at + 30 * 60_000) * 1000;
+            let link = |state: &str, updated: i64, source: &str| {
+                json!({"survey_id": data.survey_id, "response_id": id, "system": "servicenow",
+                       "ticket_id": format!("sys-{n}"), "ticket_number": number, "state": state,
+                       "updated_at": updated, "source": source})
+            };
+            tickets.push(link("open", created, "ticket_ledger"));
+            let mut now = ("open", created);
+            if n % 3 == 0 {
+                let resolved = created + DAY_MS * 1000;
+                tickets.push(link("resolved", resolved, "loop_ledger"));
+                now = ("resolved", resolved);
+            } else if n % 3 == 1 {
+                // A tie with the ticket ledger's row: the loop ledger's state wins.
+                tickets.push(link("canceled", created, "loop_ledger"));
+                now = ("canceled", created);
+            }
+            state = Some(now.0.to_string());
+            want_latest.insert(json!([format!("sys-{n}"), now.0, created, now.1]).to_string());
         }
-        want_detractors.insert(id.clone(), (score, ticket));
+        want_detractors.insert(id.clone(), (score, ticket, state));
     }
     let dir = tempfile::tempdir().expect("tempdir");
     dump(dir.path(), &decoded, &tickets);
@@ -295,17 +316,85 @@ fn duckdb_views_agree_with_the_generated_answers() {
                     r["score"].as_f64(),
                     r["ticket_number"].as_str().map(String::from),
                     r["minutes_to_ticket"].as_i64(),
+                    r["ticket_state"].as_str().map(String::from),
                 ),
             )
         })
         .collect();
     let want: BTreeMap<String, DetractorRow> = want_detractors
         .into_iter()
-        .map(|(id, (score, t))| {
+        .map(|(id, (score, t, state))| {
             let minutes = t.as_ref().map(|_| 30);
-            (id, (score, t, minutes))
+            (id, (score, t, minutes, state))
         })
         .collect();
     assert!(want.len() > 50, "{} detractors", want.len());
     assert_eq!(got, want);
+
+    // v_ticket_latest: one row per ticket, in its newest state, created when first raised.
+    let got: BTreeSet<String> = views["v_ticket_latest"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| json!([r["ticket_id"], r["state"], r["created_at"], r["updated_at"]]).to_string())
+        .collect();
+    assert!(want_latest.iter().any(|r| r.contains("resolved")));
+    assert!(want_latest.iter().any(|r| r.contains("canceled")));
+    assert_eq!(got, want_latest);
+}
+
+/// Names following `marker` in `text` (`CREATE OR REPLACE VIEW x`, `…/qualtrics-analytics/x"`).
+fn names_after(text: &str, marker: &str) -> BTreeSet<String> {
+    text.match_indices(marker)
+        .map(|(i, _)| {
+            text[i + marker.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// The texts CI cannot run say what the DuckDB text (which it runs) says: Synapse/Fabric
+/// define the same views over the same eight tables, and Power BI loads every table.
+#[test]
+fn synapse_and_power_bi_texts_cover_the_same_views_and_tables() {
+    let read = |p: &str| std::fs::read_to_string(root().join(p)).expect(p);
+    let duck_views = names_after(
+        &read("analytics/sql/duckdb/views.sql"),
+        "CREATE OR REPLACE VIEW ",
+    );
+    let syn_views = names_after(
+        &read("analytics/sql/synapse/views.sql"),
+        "CREATE OR ALTER VIEW dbo.",
+    );
+    assert!(duck_views.contains("v_ticket_latest"), "{duck_views:?}");
+    assert_eq!(duck_views, syn_views);
+    let tables: BTreeSet<String> = [
+        "survey_response",
+        "question_response",
+        "response_embedded_data",
+        "survey",
+        "question",
+        "question_item",
+        "choice",
+        "ticket_link",
+    ]
+    .map(String::from)
+    .into();
+    let duck = names_after(
+        &read("analytics/sql/duckdb/tables.sql"),
+        "CREATE OR REPLACE VIEW ",
+    );
+    let syn = names_after(
+        &read("analytics/sql/synapse/tables.sql"),
+        "CREATE OR ALTER VIEW dbo.",
+    );
+    let pbi = names_after(
+        &read("analytics/powerbi/tables.pq"),
+        "/qualtrics-analytics/",
+    );
+    assert_eq!(duck, tables, "duckdb/tables.sql");
+    assert_eq!(syn, tables, "synapse/tables.sql");
+    assert_eq!(pbi, tables, "powerbi/tables.pq");
 }

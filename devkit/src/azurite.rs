@@ -18,6 +18,8 @@ pub enum AzuriteError {
     Start(#[source] std::io::Error),
     #[error("Azurite did not open its ports within {0:?}")]
     NotReady(Duration),
+    #[error("Azurite exited while starting (a port was taken)")]
+    Exited,
     #[error("Azurite {found} ({path}) is older than {needed}, the first that accepts the storage service version the Azure SDK crates send (see scripts/install-azurite.sh); install {needed} or newer")]
     TooOld {
         path: PathBuf,
@@ -61,18 +63,27 @@ impl Azurite {
         location: Option<PathBuf>,
     ) -> Result<Self, AzuriteError> {
         let entry = azurite_entry()?;
-        let me = Self {
-            child: Mutex::new(None),
-            // Azurite can be restarted on the same ports (`restart`).
-            blob_port: restartable_port().map_err(AzuriteError::Start)?,
-            queue_port: restartable_port().map_err(AzuriteError::Start)?,
-            table_port: restartable_port().map_err(AzuriteError::Start)?,
-            entry,
-            oauth_args,
-            location,
-        };
-        me.spawn().await?;
-        Ok(me)
+        // A port taken by another process between the check and Azurite's bind makes Azurite
+        // exit (EADDRINUSE) after the ports it did open answered: try again on new ports.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let me = Self {
+                child: Mutex::new(None),
+                // Azurite can be restarted on the same ports (`restart`).
+                blob_port: restartable_port().map_err(AzuriteError::Start)?,
+                queue_port: restartable_port().map_err(AzuriteError::Start)?,
+                table_port: restartable_port().map_err(AzuriteError::Start)?,
+                entry: entry.clone(),
+                oauth_args: oauth_args.clone(),
+                location: location.clone(),
+            };
+            match me.spawn().await {
+                Err(AzuriteError::Exited) if tries < 3 => continue,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(me),
+            }
+        }
     }
 
     /// Starts Azurite in OAuth mode: `--oauth basic` over HTTPS with the given PEM leaf
@@ -122,6 +133,14 @@ impl Azurite {
         )
     }
 
+    /// Whether the Azurite process has exited.
+    fn exited(&self) -> bool {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        child
+            .as_mut()
+            .is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
     async fn spawn(&self) -> Result<(), AzuriteError> {
         let mut cmd = Command::new("node");
         // No `--skipApiVersionCheck`: Azurite refuses a service version it does not know, as
@@ -157,16 +176,24 @@ impl Azurite {
         *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
         let limit = Duration::from_secs(30);
         let started = Instant::now();
-        for port in [self.blob_port, self.queue_port] {
+        for port in [self.blob_port, self.queue_port, self.table_port] {
             while tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_err()
             {
+                if self.exited() {
+                    return Err(AzuriteError::Exited);
+                }
                 if started.elapsed() > limit {
                     return Err(AzuriteError::NotReady(limit));
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
+        }
+        // Every port answers, but one may be another process's: Azurite then exits at once.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if self.exited() {
+            return Err(AzuriteError::Exited);
         }
         Ok(())
     }

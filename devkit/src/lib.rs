@@ -4,11 +4,13 @@
 pub mod azurite;
 pub mod bench;
 pub mod canary;
+pub mod counting;
 pub mod fakes;
 pub mod host;
 pub mod ops_sender;
 pub mod process;
 pub mod publisher;
 pub mod queue_client;
+pub mod sandbox;
 pub mod staging;
 pub mod throttle;

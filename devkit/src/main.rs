@@ -6,7 +6,10 @@ use clap::{Args, Parser, Subcommand};
 use devkit::azurite::{repo_root, Azurite};
 use devkit::host::app::Settings;
 use devkit::host::{HostOptions, LocalHost, TimerMode};
+use devkit::sandbox::Sandbox;
 use std::path::{Path, PathBuf};
+
+mod demo_analytics;
 
 /// Local Functions host, fake services and tools for qualtrics-bridge.
 #[derive(Debug, Parser)]
@@ -56,6 +59,18 @@ enum Command {
         /// Send this many extra copies (duplicate deliveries).
         #[arg(long, value_name = "N", default_value_t = 0)]
         duplicates: usize,
+    },
+    /// Build the analytics tables from the sandbox dataset through the real binary (export,
+    /// tickets, loop, AnalyticsBuilder on Azurite), then run the reader command given after
+    /// `--` with AZURITE_BLOB_STORAGE_URL and ANALYTICS_CONTAINER set
+    /// (scripts/demo-analytics.sh).
+    DemoAnalytics {
+        /// The handler binary to stage (target/release/qualtrics-bridge).
+        #[arg(long, value_name = "PATH")]
+        binary: PathBuf,
+        /// The reader command and its arguments.
+        #[arg(last = true, required = true)]
+        then: Vec<String>,
     },
     /// Spawn-to-ready time, idle RSS and size of the handler.
     BenchStartup {
@@ -178,6 +193,13 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::ScanOutput { dir, min_outputs } => return scan_output(&dir, min_outputs),
+        Command::DemoAnalytics { binary, then } => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .init();
+            return demo_analytics::run(&binary, &then).await;
+        }
         Command::BenchStartup { binary, runs } => return bench_startup(&binary, runs),
         Command::Up { binary, host } => (Some(binary), None, host),
         Command::Host { app_root, host } => (None, Some(app_root), host),
@@ -215,7 +237,9 @@ async fn main() -> anyhow::Result<()> {
                 settings.insert("AzureWebJobsStorage".into(), a.connection_string());
                 azurite = Some(a);
             }
-            sandbox = Sandbox::start_if_unconfigured(&mut settings).await?;
+            sandbox = Sandbox::start_if_unconfigured(&mut settings, &dest)
+                .await
+                .context("cannot start sandbox mode")?;
             dest
         }
         (None, Some(root)) => root,
@@ -245,13 +269,19 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("ADMIN_KEY={master_key}");
     eprintln!("Run the export timer now: curl -X POST -H 'x-functions-key: {master_key}' -H 'content-type: application/json' -d '{{}}' {}/admin/functions/ExportPoller", host.base_url);
-    if let (Some(sandbox), Some(url)) = (&sandbox, host.function_url("QualtricsWebhook")) {
-        sandbox.demo(&url).await;
-        sandbox.recipe();
+    // Ctrl-C during the tour stops everything too (the tour waits up to a minute or two).
+    let mut stopped = false;
+    if let Some(sandbox) = &sandbox {
+        tokio::select! {
+            () = sandbox.tour(&host) => sandbox.recipe(),
+            _ = tokio::signal::ctrl_c() => stopped = true,
+        }
     }
     let watch = sandbox.as_ref().map(Sandbox::watch_tickets);
-    eprintln!("Ctrl-C stops everything.");
-    tokio::signal::ctrl_c().await.ok();
+    if !stopped {
+        eprintln!("Ctrl-C stops everything.");
+        tokio::signal::ctrl_c().await.ok();
+    }
     if let Some(w) = watch {
         w.abort();
     }
@@ -259,176 +289,6 @@ async fn main() -> anyhow::Result<()> {
     drop(azurite);
     drop(sandbox);
     Ok(())
-}
-
-/// Sandbox mode: with no Qualtrics or ticketing settings, `devkit up` runs fake Qualtrics and
-/// ServiceNow on loopback and points the handler at them, so the whole flow can be tried with
-/// no accounts. Nothing leaves the machine.
-struct Sandbox {
-    /// Held so the fake keeps serving; dropping it stops it.
-    _qualtrics: devkit::fakes::qualtrics::FakeQualtrics,
-    servicenow: std::sync::Arc<devkit::fakes::servicenow::FakeServiceNow>,
-    webhook_key: String,
-    /// The completed response the start-up demo delivers.
-    demo_response: String,
-    /// Further completed responses the fake Qualtrics holds, for `devkit publish`.
-    responses: Vec<String>,
-}
-
-const SANDBOX_SURVEY: &str = "SV_22VlHYNeldrrrkp";
-/// How many completed responses the sandbox offers for `devkit publish`.
-const SANDBOX_RESPONSES: usize = 3;
-/// The analytics dataset: responses over the last `SANDBOX_ANALYTICS_DAYS` days.
-const SANDBOX_ANALYTICS_RESPONSES: usize = 3000;
-const SANDBOX_ANALYTICS_DAYS: u32 = 120;
-
-/// The dataset ends a day before now (so a first export takes all of it), and starts at a
-/// whole UTC day, so one seed gives one dataset per day of running.
-fn sandbox_data_start_ms() -> i64 {
-    const DAY: i64 = 86_400_000;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    (now / DAY - i64::from(SANDBOX_ANALYTICS_DAYS) - 1) * DAY
-}
-
-impl Sandbox {
-    async fn start_if_unconfigured(settings: &mut Settings) -> anyhow::Result<Option<Self>> {
-        let set = |settings: &Settings, k: &str| {
-            settings.get(k).filter(|v| !v.trim().is_empty()).cloned()
-        };
-        let configured = [
-            "QUALTRICS_BASE_URL",
-            "SERVICENOW_INSTANCE_URL",
-            "ZENDESK_BASE_URL",
-        ]
-        .iter()
-        .any(|k| set(settings, k).is_some());
-        if configured {
-            return Ok(None);
-        }
-        // A preset key (environment or settings file) is kept, so a shell that already
-        // exports one can sign deliveries; otherwise a throwaway key for this run.
-        let webhook_key = set(settings, "QUALTRICS_WEBHOOK_KEY")
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let qualtrics = devkit::fakes::qualtrics::FakeQualtrics::start(&token).await?;
-        let servicenow = devkit::fakes::servicenow::FakeServiceNow::start().await?;
-        // The analytics survey: a definition and a few months of responses to build tables from.
-        let dataset = devkit::fakes::sandbox_data::generate(
-            devkit::fakes::sandbox_data::SANDBOX_ANALYTICS_SURVEY,
-            devkit::fakes::sandbox_data::SANDBOX_SEED,
-            SANDBOX_ANALYTICS_RESPONSES,
-            sandbox_data_start_ms(),
-            SANDBOX_ANALYTICS_DAYS,
-        );
-        qualtrics.add_dataset(&dataset);
-        let mut responses = qualtrics.add_responses(SANDBOX_SURVEY, 1 + SANDBOX_RESPONSES);
-        let demo_response = responses.remove(0);
-        for (k, v) in [
-            ("QUALTRICS_BASE_URL", qualtrics.base_url.clone()),
-            ("QUALTRICS_API_TOKEN", token),
-            ("QUALTRICS_WEBHOOK_KEY", webhook_key.clone()),
-            ("SERVICENOW_INSTANCE_URL", servicenow.url()),
-            (
-                "SERVICENOW_USERNAME",
-                devkit::fakes::servicenow::USERNAME.to_string(),
-            ),
-            (
-                "SERVICENOW_PASSWORD",
-                devkit::fakes::servicenow::PASSWORD.to_string(),
-            ),
-        ] {
-            settings.insert(k.into(), v);
-        }
-        eprintln!("==============================================================================");
-        eprintln!(
-            " SANDBOX MODE: no Qualtrics/ServiceNow/Zendesk settings, so the handler talks to"
-        );
-        eprintln!(
-            " devkit's fake Qualtrics ({}) and fake ServiceNow ({}).",
-            qualtrics.base_url,
-            servicenow.url()
-        );
-        eprintln!(
-            " Nothing leaves this machine; the webhook key below is a throwaway for this run."
-        );
-        eprintln!("==============================================================================");
-        Ok(Some(Self {
-            _qualtrics: qualtrics,
-            servicenow: std::sync::Arc::new(servicenow),
-            webhook_key,
-            demo_response,
-            responses,
-        }))
-    }
-
-    /// Sends the signed webhook of a completed response the fake Qualtrics holds through the
-    /// local host, and reports the ticket the fake ServiceNow received.
-    async fn demo(&self, webhook_url: &str) {
-        let response = &self.demo_response;
-        let delivery =
-            devkit::publisher::Delivery::signed(&self.webhook_key, SANDBOX_SURVEY, response);
-        match devkit::publisher::Publisher::new(webhook_url)
-            .deliver(&delivery)
-            .await
-        {
-            Ok(reply) => eprintln!(
-                "demo: signed webhook for {SANDBOX_SURVEY}/{response} answered {}",
-                reply.status
-            ),
-            Err(e) => {
-                eprintln!("demo: webhook delivery failed: {e}");
-                return;
-            }
-        }
-        for _ in 0..100 {
-            if let Some(incident) = self.servicenow.incidents().into_iter().next() {
-                eprintln!(
-                    "demo: fake ServiceNow created incident {} for that response",
-                    incident.number
-                );
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        eprintln!("demo: no ticket after 10 s; see the handler's log above");
-    }
-
-    /// Prints what `devkit publish` needs in sandbox mode: the key (a throwaway, sandbox-only
-    /// value) and the responses the fake Qualtrics knows, as `NAME=value` lines on stdout.
-    fn recipe(&self) {
-        let (survey, responses) = (SANDBOX_SURVEY, self.responses.join(" "));
-        println!("QUALTRICS_WEBHOOK_KEY={}", self.webhook_key);
-        println!("SANDBOX_SURVEY={survey}");
-        println!("SANDBOX_RESPONSES={responses}");
-        let first = self.responses.first().map(String::as_str).unwrap_or("R_…");
-        eprintln!("Send your own delivery (another shell; any of SANDBOX_RESPONSES):");
-        eprintln!(
-            "  QUALTRICS_WEBHOOK_KEY={} target/release/devkit publish --url \"$WEBHOOK_URL\" --survey {survey} --response {first}",
-            self.webhook_key
-        );
-    }
-
-    /// Reports each ticket the fake ServiceNow creates from now on, so a `devkit publish`
-    /// shows its outcome here.
-    fn watch_tickets(&self) -> tokio::task::JoinHandle<()> {
-        let servicenow = self.servicenow.clone();
-        tokio::spawn(async move {
-            let mut seen = servicenow.incidents().len();
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                let incidents = servicenow.incidents();
-                for i in incidents.iter().skip(seen) {
-                    let about = i.fields.get("correlation_id").map(String::as_str);
-                    eprintln!(
-                        "sandbox: fake ServiceNow created incident {} ({})",
-                        i.number,
-                        about.unwrap_or("no correlation id")
-                    );
-                }
-                seen = seen.max(incidents.len());
-            }
-        })
-    }
 }
 
 fn bench_startup(binary: &Path, runs: usize) -> anyhow::Result<()> {

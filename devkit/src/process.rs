@@ -13,13 +13,20 @@ pub fn free_port() -> std::io::Result<u16> {
 /// server that is stopped and started again on the same port: while it is down, an ephemeral
 /// port could go to an outgoing connection — or to a client retrying it, which then connects
 /// to itself — and the restart would fail with EADDRINUSE (seen in a chaos run).
+///
+/// A port is handed out once per process: two servers started at the same time (tests run in
+/// parallel in one binary) could otherwise both find it free before either binds it.
 pub fn restartable_port() -> std::io::Result<u16> {
     use std::hash::{BuildHasher, Hasher};
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
     for attempt in 0..500u64 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(attempt);
         let port = 20_000 + (h.finish() % 12_000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return Ok(port);
         }
     }

@@ -9,15 +9,23 @@
 //! 4. move `lastBlob` to the batch's last blob and clear `inflight` (ETag-checked).
 //!
 //! A crash before 4 reruns the same batch: same blobs, same file names, no add twice.
+//!
+//! Before its batches, each survey's definition snapshots not yet in the dimension tables
+//! (`dimensionVersions` in the cursor) are appended, one file per table and version, under
+//! the same rule. After the surveys, `ticket_link` follows the ledgers with its own cursor
+//! (`analytics/ticket-link.json`; [`super::ticket_link`]), in batches recorded as `inflight`
+//! first, likewise.
 
 use super::commit::{CommitError, Committed, Committer};
 use super::decode::{decode, Policy, RowContext};
-use super::definition::Definitions;
+use super::definition::{Definitions, SurveyModel};
 use super::log::{Log, LogError};
 use super::parquet::{file_name, FileWriter, ParquetError, TableRow};
 use super::privacy::AnalyticsConfig;
-use super::rows::{EmbeddedDataRow, Micros, QuestionResponseRow, SurveyResponseRow};
+use super::rows::{EmbeddedDataRow, Micros, QuestionResponseRow, SurveyResponseRow, TicketLinkRow};
 use super::store::{DefinitionStore, StoreError};
+use super::ticket_link::{self, LinkCursor, Version};
+use crate::close_loop::ledger::LoopLedger;
 use crate::deps::Deps;
 use crate::env::{number, SettingError};
 use crate::fault::CrashHook;
@@ -26,11 +34,13 @@ use crate::qualtrics::{CallBudget, QualtricsClient};
 use crate::secrets::{SecretName, SecretsProvider};
 use crate::storage::blob_state::{self, BlobError, Condition};
 use crate::storage::Storage;
+use crate::tickets::ledger::Ledger;
 use azure_core::http::Etag;
 use azure_storage_blob::models::{BlobClientDownloadOptions, BlobContainerClientListBlobsOptions};
 use azure_storage_blob::BlobContainerClient;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::num::NonZero;
 use std::sync::Arc;
@@ -124,6 +134,15 @@ impl Job {
             }
         }
     }
+
+    /// `ticket_link`'s cursor beside this job's (a rebuild into another container follows
+    /// the ledgers into that container from the start).
+    fn link_cursor_blob(&self, container: &str) -> String {
+        match self.kind {
+            JobKind::Incremental => "analytics/ticket-link.json".into(),
+            JobKind::Rebuild { .. } => format!("analytics-rebuild/{container}/ticket-link.json"),
+        }
+    }
 }
 
 /// `analytics/{surveyId}.json`.
@@ -144,6 +163,9 @@ pub struct Cursor {
     #[serde(default)]
     pub skipped_lines: u64,
     pub last_run_at: Option<String>,
+    /// Definition versions whose dimension rows are committed.
+    #[serde(default)]
+    pub dimension_versions: Vec<String>,
 }
 
 /// What happened to one survey.
@@ -158,6 +180,10 @@ pub enum Outcome {
     Waiting {
         pending: usize,
         bytes: u64,
+    },
+    /// `ticket_link`: ticket states appended this run.
+    Linked {
+        rows: u64,
     },
     /// Another run moved the cursor first.
     Busy,
@@ -177,6 +203,9 @@ impl SurveyReport {
         match &self.outcome {
             Outcome::Built { batches, responses } => {
                 format!("{sid}: {batches} batch(es), {responses} response(s) added to the tables")
+            }
+            Outcome::Linked { rows } => {
+                format!("{sid}: {rows} ticket state(s) added from the ticket and loop ledgers")
             }
             Outcome::Waiting { pending, bytes } => format!(
                 "{sid}: {pending} new export blob(s), {bytes} bytes: waiting for the batch to fill"
@@ -223,6 +252,8 @@ enum BatchError {
     OutOfTime,
     #[error("the cursor was moved by another run")]
     Busy,
+    #[error("{0}")]
+    Ledger(String),
 }
 
 /// `AnalyticsBuilder`'s state.
@@ -308,6 +339,8 @@ impl AnalyticsService {
             secrets: &self.secrets,
             qualtrics: self.qualtrics.as_deref(),
             definitions: DefinitionStore::new(container(&s.state_container)?),
+            tickets: Ledger::new(container(&s.state_container)?, &s.state_container),
+            loops: LoopLedger::new(container(&s.state_container)?),
         };
         for c in [&run.exports, &*run.tables, &run.states] {
             blob_state::ensure_container(c)
@@ -333,6 +366,18 @@ impl AnalyticsService {
                 outcome,
             });
         }
+        if let Some(job) = jobs.first() {
+            let outcome = run
+                .ticket_links(&job.link_cursor_blob(&s.analytics_container))
+                .await;
+            if let Outcome::Failed(why) = &outcome {
+                tracing::error!(invocation_id, function = FUNCTION, reason = %why, outcome = "failed", "ticket_link failed");
+            }
+            reports.push(SurveyReport {
+                survey_id: TicketLinkRow::TABLE.into(),
+                outcome,
+            });
+        }
         Ok(reports)
     }
 }
@@ -347,6 +392,8 @@ struct Run<'a> {
     secrets: &'a SecretsProvider,
     qualtrics: Option<&'a QualtricsClient>,
     definitions: DefinitionStore,
+    tickets: Ledger,
+    loops: LoopLedger,
 }
 
 /// An export blob not yet in the tables.
@@ -440,6 +487,10 @@ impl Run<'_> {
             Ok(d) => d,
             Err(why) => return Outcome::Failed(why),
         };
+        // The facts do not wait for the dimensions: a failure here is retried next run.
+        if let Err(e) = self.dimensions(job, &definitions).await {
+            tracing::warn!(function = FUNCTION, survey_id = %job.survey_id, error = %e, "dimension tables not updated; retried next run");
+        }
         let (mut batches, mut responses) = (0, 0);
         loop {
             if self.remaining() < self.settings.min_remaining {
@@ -467,29 +518,150 @@ impl Run<'_> {
     /// Reads (or creates) the cursor.
     async fn cursor(&self, job: &Job) -> Result<(Cursor, Etag, String), BatchError> {
         let name = job.cursor_blob(&self.settings.analytics_container);
-        let b = self.states.blob_client(&name);
+        let init = Cursor {
+            v: 1,
+            survey_id: job.survey_id.clone(),
+            ..Default::default()
+        };
+        let (cursor, etag) = self.state(&name, &init).await?;
+        Ok((cursor, etag, name))
+    }
+
+    /// Reads the state blob `name`, creating it as `init` first if absent.
+    async fn state<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        init: &T,
+    ) -> Result<(T, Etag), BatchError> {
+        let b = self.states.blob_client(name);
         loop {
-            if let Some((bytes, etag)) = blob_state::read(&b, &name).await? {
+            if let Some((bytes, etag)) = blob_state::read(&b, name).await? {
                 let cursor = serde_json::from_slice(&bytes).map_err(|e| BlobError::Other {
                     op: "parse cursor",
-                    blob: name.clone(),
+                    blob: name.to_owned(),
                     reason: e.to_string(),
                 })?;
-                return Ok((cursor, etag, name));
+                return Ok((cursor, etag));
             }
-            let init = Cursor {
-                v: 1,
-                survey_id: job.survey_id.clone(),
-                ..Default::default()
-            };
-            match blob_state::write(&b, &name, to_bytes(&init), Condition::Absent).await {
+            match blob_state::write(&b, name, to_bytes(init), Condition::Absent).await {
                 Ok(_) | Err(BlobError::Conflict { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
-    async fn save(&self, name: &str, cursor: &Cursor, etag: &Etag) -> Result<Etag, BatchError> {
+    /// Appends the dimension rows of every snapshot version not yet in the tables.
+    async fn dimensions(&self, job: &Job, definitions: &Definitions) -> Result<(), BatchError> {
+        let (mut cursor, etag, name) = self.cursor(job).await?;
+        let new: Vec<&SurveyModel> = definitions
+            .models()
+            .filter(|m| !cursor.dimension_versions.contains(&m.version))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let sid = &job.survey_id;
+        let now = now_ms();
+        for m in &new {
+            let rows = m.rows();
+            // Named by the snapshot's blob: the same version always lands under one name.
+            let inputs = [DefinitionStore::blob_name(sid, &m.version)];
+            self.land(filled(&rows.survey)?, sid, &inputs, now).await?;
+            self.land(filled(&rows.questions)?, sid, &inputs, now)
+                .await?;
+            self.land(filled(&rows.items)?, sid, &inputs, now).await?;
+            self.land(filled(&rows.choices)?, sid, &inputs, now).await?;
+        }
+        self.settings.crash.point("analytics-dims-before-cursor");
+        cursor
+            .dimension_versions
+            .extend(new.iter().map(|m| m.version.clone()));
+        self.save(&name, &cursor, &etag).await?;
+        tracing::info!(function = FUNCTION, survey_id = %sid, versions = new.len(), "dimension tables updated");
+        Ok(())
+    }
+
+    /// `ticket_link`: appends the ledgers' new states, a batch at a time, within the budget.
+    async fn ticket_links(&self, name: &str) -> Outcome {
+        let mut rows = 0;
+        loop {
+            if self.remaining() < self.settings.min_remaining {
+                return Outcome::Deferred("time budget short; resumes next run".into());
+            }
+            match self.link_batch(name).await {
+                Ok(Some(n)) => rows += n,
+                Ok(None) => return Outcome::Linked { rows },
+                Err(BatchError::Busy) => return Outcome::Busy,
+                Err(e) => return Outcome::Failed(e.to_string()),
+            }
+        }
+    }
+
+    /// One batch of ledger changes; `Ok(None)` when there is none.
+    async fn link_batch(&self, name: &str) -> Result<Option<u64>, BatchError> {
+        let init = LinkCursor {
+            v: 1,
+            ..Default::default()
+        };
+        let (mut cursor, mut etag) = self.state(name, &init).await?;
+        let batch = match cursor.inflight.clone() {
+            Some(batch) => batch,
+            None => {
+                let mut listed = self.tickets.list().await.map_err(ledger_err)?;
+                listed.extend(self.loops.list().await.map_err(ledger_err)?);
+                let batch = cursor.changed(listed);
+                if batch.is_empty() {
+                    return Ok(None);
+                }
+                cursor.inflight = Some(batch.clone());
+                etag = self.save(name, &cursor, &etag).await?;
+                batch
+            }
+        };
+        let mut w = FileWriter::<TicketLinkRow>::new()?;
+        let mut added = 0;
+        for v in &batch {
+            if let Some(row) = self.link_row(v).await? {
+                if cursor.observe(&v.name, &row, v.modified) {
+                    w.push(&row)?;
+                    added += 1;
+                }
+            }
+        }
+        let keys: Vec<String> = batch.iter().map(Version::key).collect();
+        self.land(w, "ledgers", &keys, now_ms()).await?;
+        self.settings.crash.point("analytics-links-before-cursor");
+        cursor.advance(&batch);
+        cursor.inflight = None;
+        cursor.rows += added;
+        self.save(name, &cursor, &etag).await?;
+        Ok(Some(added))
+    }
+
+    /// The row one ledger blob version gives; `None` when it gives none, or when the blob
+    /// changed (or went) since it was listed: the newer version is read from the next listing.
+    async fn link_row(&self, v: &Version) -> Result<Option<TicketLinkRow>, BatchError> {
+        // A listing gives the ETag bare, a download's header quoted.
+        let same = |e: &Etag| e.to_string().trim_matches('"') == v.etag.trim_matches('"');
+        if v.name.starts_with("loop/") {
+            let got = self.loops.get(&v.name).await.map_err(ledger_err)?;
+            Ok(got
+                .filter(|(_, e)| same(e))
+                .and_then(|(entry, _)| ticket_link::from_loop_entry(&entry)))
+        } else {
+            let got = self.tickets.get(&v.name).await.map_err(ledger_err)?;
+            Ok(got
+                .filter(|(_, e)| same(e))
+                .and_then(|(entry, _)| ticket_link::from_ticket_entry(&entry)))
+        }
+    }
+
+    async fn save<T: Serialize>(
+        &self,
+        name: &str,
+        cursor: &T,
+        etag: &Etag,
+    ) -> Result<Etag, BatchError> {
         let b = self.states.blob_client(name);
         match blob_state::write(&b, name, to_bytes(cursor), Condition::Matches(etag, None)).await {
             Ok(e) => Ok(e),
@@ -757,7 +929,20 @@ impl From<BatchError> for NoBatch {
     }
 }
 
-fn to_bytes(c: &Cursor) -> Bytes {
+/// A file of `rows` (the dimension rows of one version).
+fn filled<R: TableRow>(rows: &[R]) -> Result<FileWriter<R>, ParquetError> {
+    let mut w = FileWriter::new()?;
+    for r in rows {
+        w.push(r)?;
+    }
+    Ok(w)
+}
+
+fn ledger_err(e: impl std::fmt::Display) -> BatchError {
+    BatchError::Ledger(e.to_string())
+}
+
+fn to_bytes<T: Serialize>(c: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(c).unwrap_or_default())
 }
 

@@ -7,18 +7,12 @@
 //! commit, which makes a retried batch (same content-addressed names) a no-op. Every
 //! `checkpoint_interval` versions a Parquet checkpoint of the table's state is written.
 
+use super::checkpoint;
 use super::log::{LastCheckpoint, Log, LogError};
 use super::parquet::{AddFile, Column};
-use arrow_array::RecordBatch;
-use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// Versions attempted for one commit before giving up (each lost race reads the winner's
 /// commit first; writers are a few overlapping timer runs at most).
@@ -105,7 +99,7 @@ impl Snapshot {
         let mut s = Self::default();
         if let Some(LastCheckpoint { version, .. }) = log.last_checkpoint().await? {
             let bytes = log.read_checkpoint(version).await?;
-            for action in checkpoint_actions(&bytes).map_err(|reason| LogError::Corrupt {
+            for action in checkpoint::actions(&bytes).map_err(|reason| LogError::Corrupt {
                 blob: format!(
                     "{}/_delta_log/{version:020}.checkpoint.parquet",
                     log.table()
@@ -264,7 +258,7 @@ impl Committer {
             version: v,
             reason,
         };
-        let parquet = checkpoint_parquet(&actions).map_err(failed)?;
+        let parquet = checkpoint::to_parquet(&actions).map_err(failed)?;
         self.log
             .write_checkpoint(v, parquet, actions.len() as u64)
             .await
@@ -272,136 +266,11 @@ impl Committer {
     }
 }
 
-fn map_of_strings() -> DataType {
-    DataType::Map(
-        Arc::new(Field::new(
-            "key_value",
-            DataType::Struct(Fields::from(vec![
-                Field::new("key", DataType::Utf8, false),
-                Field::new("value", DataType::Utf8, true),
-            ])),
-            false,
-        )),
-        false,
-    )
-}
-
-fn strukt(fields: Vec<Field>) -> DataType {
-    DataType::Struct(Fields::from(fields))
-}
-
-/// The checkpoint's Parquet schema (Delta protocol, "Checkpoint Schema"), for the actions a
-/// protocol-1/2 append-only table has.
-fn checkpoint_schema() -> SchemaRef {
-    use DataType::{Boolean, Int32, Int64, Utf8};
-    let f = |name: &str, t: DataType| Field::new(name, t, true);
-    Arc::new(Schema::new(vec![
-        f(
-            "txn",
-            strukt(vec![
-                f("appId", Utf8),
-                f("version", Int64),
-                f("lastUpdated", Int64),
-            ]),
-        ),
-        f(
-            "add",
-            strukt(vec![
-                f("path", Utf8),
-                f("partitionValues", map_of_strings()),
-                f("size", Int64),
-                f("modificationTime", Int64),
-                f("dataChange", Boolean),
-                f("stats", Utf8),
-                f("tags", map_of_strings()),
-            ]),
-        ),
-        f(
-            "remove",
-            strukt(vec![
-                f("path", Utf8),
-                f("deletionTimestamp", Int64),
-                f("dataChange", Boolean),
-                f("extendedFileMetadata", Boolean),
-                f("partitionValues", map_of_strings()),
-                f("size", Int64),
-            ]),
-        ),
-        f(
-            "metaData",
-            strukt(vec![
-                f("id", Utf8),
-                f("name", Utf8),
-                f("description", Utf8),
-                f(
-                    "format",
-                    strukt(vec![f("provider", Utf8), f("options", map_of_strings())]),
-                ),
-                f("schemaString", Utf8),
-                f(
-                    "partitionColumns",
-                    DataType::List(Arc::new(Field::new("element", Utf8, true))),
-                ),
-                f("configuration", map_of_strings()),
-                f("createdTime", Int64),
-            ]),
-        ),
-        f(
-            "protocol",
-            strukt(vec![
-                f("minReaderVersion", Int32),
-                f("minWriterVersion", Int32),
-            ]),
-        ),
-    ]))
-}
-
-/// Actions (one JSON object each) → checkpoint Parquet.
-fn checkpoint_parquet(actions: &[Value]) -> Result<Bytes, String> {
-    let schema = checkpoint_schema();
-    let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
-        .build_decoder()
-        .map_err(|e| e.to_string())?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let mut writer =
-        ArrowWriter::try_new(Vec::new(), schema, Some(props)).map_err(|e| e.to_string())?;
-    for chunk in actions.chunks(4096) {
-        decoder.serialize(chunk).map_err(|e| e.to_string())?;
-        if let Some(batch) = decoder.flush().map_err(|e| e.to_string())? {
-            writer.write(&batch).map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(Bytes::from(writer.into_inner().map_err(|e| e.to_string())?))
-}
-
-/// Checkpoint Parquet → its actions (nulls left out, as in a JSON commit).
-fn checkpoint_actions(parquet: &Bytes) -> Result<Vec<Value>, String> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(parquet.clone())
-        .and_then(|b| b.build())
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch: RecordBatch = batch.map_err(|e| e.to_string())?;
-        let mut w = arrow_json::LineDelimitedWriter::new(Vec::new());
-        w.write(&batch).map_err(|e| e.to_string())?;
-        w.finish().map_err(|e| e.to_string())?;
-        for line in w
-            .into_inner()
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-        {
-            out.push(serde_json::from_slice(line).map_err(|e| e.to_string())?);
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::analytics::parquet::{Kind, Stats};
+    use std::sync::Arc;
 
     const COLS: &[Column] = &[
         Column {
@@ -476,8 +345,8 @@ mod tests {
         }
         let actions = snap.actions();
         assert_eq!(actions.len(), 4);
-        let parquet = checkpoint_parquet(&actions).unwrap();
-        let back = checkpoint_actions(&parquet).unwrap();
+        let parquet = checkpoint::to_parquet(&actions).unwrap();
+        let back = checkpoint::actions(&parquet).unwrap();
         let mut again = Snapshot::default();
         for action in &back {
             again.apply(action);

@@ -168,7 +168,9 @@ pub fn decode(
         model: definitions.model_at(recorded_at),
         policy,
     };
-    let mut out = Vec::new();
+    // A set: a wide survey shows dozens of keys, and a scan per key made decoding quadratic.
+    let shown_set: std::collections::HashSet<&str> = displayed.iter().copied().collect();
+    let mut out = Vec::with_capacity(values.len() + displayed.len());
     let mut embedded = Vec::new();
     for (key, value) in values {
         if METADATA.contains(&key.as_str()) {
@@ -186,7 +188,7 @@ pub fn decode(
             }
             continue;
         }
-        let shown = displayed.contains(&key.as_str());
+        let shown = shown_set.contains(key.as_str());
         cells.push(&mut out, key, Some(value), labels.get(key), shown);
     }
     // Shown but not answered: the denominator of response rates.

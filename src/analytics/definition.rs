@@ -288,6 +288,7 @@ impl SurveyModel {
                         export_tag: c.export_tag.clone(),
                         text: c.display.clone(),
                         position: c.position,
+                        valid_from: self.valid_from,
                     });
                 } else {
                     out.choices.push(self.choice_row(q, ChoiceAxis::Choice, c));
@@ -312,6 +313,7 @@ impl SurveyModel {
             label: c.display.clone(),
             position: c.position,
             text_entry: c.text_entry,
+            valid_from: self.valid_from,
         }
     }
 }
@@ -527,17 +529,9 @@ impl Definitions {
         Some(after.saturating_sub(1))
     }
 
-    /// Every snapshot's dimension rows.
-    pub fn rows(&self) -> DefinitionRows {
-        let mut out = DefinitionRows::default();
-        for m in &self.models {
-            let r = m.rows();
-            out.survey.extend(r.survey);
-            out.questions.extend(r.questions);
-            out.items.extend(r.items);
-            out.choices.extend(r.choices);
-        }
-        out
+    /// Every snapshot's parsed model, oldest first (one dimension row set each).
+    pub fn models(&self) -> impl Iterator<Item = &SurveyModel> {
+        self.models.iter().map(Arc::as_ref)
     }
 
     pub fn is_empty(&self) -> bool {

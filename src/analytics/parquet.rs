@@ -445,10 +445,80 @@ impl RowWriter<'_> {
     }
 }
 
+/// The Parquet encoder of one file, on its own thread: encoding (dictionaries, levels,
+/// Snappy) costs about as much as decoding the NDJSON, so with it beside the decoder a batch
+/// uses both cores. At most [`QUEUED_BATCHES`] record batches wait for it, which bounds the
+/// memory the two stages add.
+struct Encoder {
+    batches: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
+    done: Option<std::thread::JoinHandle<Result<Vec<u8>, String>>>,
+}
+
+/// Record batches queued between the row builders and the encoder thread.
+const QUEUED_BATCHES: usize = 2;
+
+impl Encoder {
+    fn start(table: &'static str, schema: SchemaRef) -> Result<Self, ParquetError> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props)).map_err(|e| {
+            ParquetError::Encode {
+                table,
+                reason: e.to_string(),
+            }
+        })?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(QUEUED_BATCHES);
+        let done = std::thread::Builder::new()
+            .name(format!("parquet-{table}"))
+            .spawn(move || {
+                for batch in rx {
+                    writer.write(&batch).map_err(|e| e.to_string())?;
+                }
+                writer.into_inner().map_err(|e| e.to_string())
+            })
+            .map_err(|e| ParquetError::Encode {
+                table,
+                reason: format!("encoder thread: {e}"),
+            })?;
+        Ok(Self {
+            batches: Some(tx),
+            done: Some(done),
+        })
+    }
+
+    /// The file's bytes, or why encoding failed.
+    fn finish(&mut self) -> Result<Vec<u8>, String> {
+        self.batches = None; // ends the thread's loop
+        match self.done.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err("encoder thread panicked".into()),
+            None => Err("encoder already finished".into()),
+        }
+    }
+
+    fn write(&mut self, batch: RecordBatch) -> Result<(), String> {
+        let sent = self.batches.as_ref().map(|tx| tx.send(batch).is_ok());
+        if sent == Some(true) {
+            return Ok(());
+        }
+        // The thread stopped: its error says why.
+        self.finish().and(Err("encoder stopped".into()))
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        // An abandoned file (a failed batch): let the thread end, without waiting for it.
+        self.batches = None;
+    }
+}
+
 /// Encodes rows of one table into one Parquet file in memory.
 pub struct FileWriter<R: TableRow> {
     schema: SchemaRef,
-    writer: ArrowWriter<Vec<u8>>,
+    encoder: Encoder,
     columns: Vec<ColumnState>,
     buffered: usize,
     rows: u64,
@@ -466,15 +536,9 @@ fn encode_err<R: TableRow>(e: impl std::fmt::Display) -> ParquetError {
 impl<R: TableRow> FileWriter<R> {
     pub fn new() -> Result<Self, ParquetError> {
         let schema = schema(R::COLUMNS);
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
-        let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
-            .map_err(encode_err::<R>)?;
         Ok(Self {
+            encoder: Encoder::start(R::TABLE, schema.clone())?,
             schema,
-            writer,
             columns: Self::fresh_columns(),
             buffered: 0,
             rows: 0,
@@ -527,7 +591,7 @@ impl<R: TableRow> FileWriter<R> {
             .map(|c| c.builder.finish())
             .collect();
         let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(encode_err::<R>)?;
-        self.writer.write(&batch).map_err(encode_err::<R>)?;
+        self.encoder.write(batch).map_err(encode_err::<R>)?;
         self.buffered = 0;
         Ok(())
     }
@@ -538,7 +602,7 @@ impl<R: TableRow> FileWriter<R> {
             return Err(ParquetError::Columns { table: R::TABLE });
         }
         self.flush()?;
-        let bytes = self.writer.into_inner().map_err(encode_err::<R>)?;
+        let bytes = self.encoder.finish().map_err(encode_err::<R>)?;
         let mut stats = Stats {
             num_records: self.rows,
             ..Default::default()

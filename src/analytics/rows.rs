@@ -140,6 +140,7 @@ pub struct QuestionItemRow {
     pub export_tag: Option<String>,
     pub text: Option<String>,
     pub position: Option<i32>,
+    pub valid_from: Micros,
 }
 
 /// Which list of a question a choice belongs to.
@@ -173,6 +174,7 @@ pub struct ChoiceRow {
     pub label: Option<String>,
     pub position: Option<i32>,
     pub text_entry: bool,
+    pub valid_from: Micros,
 }
 
 /// Everything one definition snapshot decodes to.
@@ -184,14 +186,24 @@ pub struct DefinitionRows {
     pub choices: Vec<ChoiceRow>,
 }
 
-/// `ticket_link`: the ticket ledger's created tickets.
+/// `ticket_link`: one row per observed state of a ticket the bridge raised (append-only; the
+/// latest `updated_at` per ticket is its current state).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TicketLinkRow {
     pub survey_id: String,
     pub response_id: String,
+    /// `servicenow` / `zendesk`.
     pub system: String,
+    /// Zendesk id / ServiceNow `sys_id`.
     pub ticket_id: String,
+    /// Zendesk id / ServiceNow `INC…`.
     pub ticket_number: Option<String>,
+    /// `open` (the ticket ledger's `created`), then each state the loop ledger applied
+    /// (`open`, `resolved`, `closed`, `canceled`).
     pub state: String,
-    pub created_at: Option<Micros>,
+    /// When the state began: the ledger's `updatedAt` for `created`, the ticket system's
+    /// `changedAt` for an applied state.
+    pub updated_at: Micros,
+    /// `ticket_ledger` or `loop_ledger`.
+    pub source: &'static str,
 }

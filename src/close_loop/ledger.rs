@@ -171,6 +171,13 @@ impl LoopLedger {
         format!("loop/{system}/{ticket_id}.json")
     }
 
+    /// Every entry's blob with its ETag and `Last-Modified`, no content: readers that follow
+    /// the ledger's changes (AnalyticsBuilder's `ticket_link`) then [`Self::get`] the changed
+    /// ones.
+    pub async fn list(&self) -> Result<Vec<blob_state::Listed>, LedgerError> {
+        Ok(blob_state::list(&self.container, "loop/").await?)
+    }
+
     /// The entry and its ETag; `None` when the ticket has none yet.
     pub async fn get(&self, blob: &str) -> Result<Option<(LoopEntry, Etag)>, LedgerError> {
         let client = self.container.blob_client(blob);

@@ -7,6 +7,7 @@
 //!   (the open-ticket index, read in batches from each ticket system), queued the same way.
 //! * `closer` — `LoopCloser`: applies each queued state to Qualtrics per `[surveys.loop]`
 //!   (`config`), from its own loop ledger (`ledger`).
+//! * `status` — one ticket's loop read back for operators (`qualtrics-bridge loop status`).
 //!
 //! Reaches `tickets` (the one cross-capability edge, tests/layering.rs) only to read the
 //! ticket ledger, the open-ticket index and the ticket systems' state.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod events;
 pub mod intake;
 pub mod ledger;
+pub mod status;
 pub mod sync;
 pub mod verify;
 

@@ -131,9 +131,13 @@ impl ExportService {
 const BLOCKS_IN_FLIGHT: usize = 2;
 /// Block buffers of one download: those in flight and the one the transform fills.
 const BLOCK_BUFFERS: usize = BLOCKS_IN_FLIGHT + 1;
-/// Download chunks (each at most hyper's 408 KiB socket read) queued for the
-/// inflater.
-const READ_AHEAD_CHUNKS: usize = 2;
+/// Filled input buffers queued for the inflater.
+const READ_AHEAD_BUFFERS: usize = 2;
+/// Input buffers of one download: those queued, the one the transform reads, the one the
+/// download fills.
+const INPUT_BUFFERS: usize = READ_AHEAD_BUFFERS + 2;
+/// Size of each input buffer.
+const INPUT_BUFFER_SIZE: usize = 256 * 1024;
 
 /// `Inflight::mode` of a backfill.
 const BACKFILL: &str = "backfill";
@@ -882,12 +886,14 @@ impl Run<'_> {
             Err(QualtricsError::OutOfTime { .. }) => return Err(DownloadError::OutOfTime),
             Err(e) => return Err(DownloadError::Failed(e.to_string())),
         };
-        // Memory is bounded by construction (docs/export.md, "Memory"): at most
-        // READ_AHEAD_CHUNKS download chunks wait for the inflater, and BLOCK_BUFFERS block
-        // buffers exist, recycled from the upload back to the transform. A full pool stops
-        // the transform, which stops reading chunks, which stops reading the socket.
-        let (chunk_tx, chunk_rx) =
-            tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD_CHUNKS);
+        // Memory is bounded by construction (docs/export.md, "Memory"): the download is
+        // copied into INPUT_BUFFERS fixed buffers recycled between the reader and the
+        // transform, and BLOCK_BUFFERS block buffers are recycled between the transform and
+        // the upload. A full pool stops the transform, which stops taking input buffers,
+        // which stops the reader, which stops reading the socket.
+        let (input_tx, input_rx) =
+            tokio::sync::mpsc::channel::<io::Result<Vec<u8>>>(READ_AHEAD_BUFFERS);
+        let (empty_tx, empty_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(INPUT_BUFFERS);
         let (full_tx, mut full_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
         let (free_tx, mut free_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(BLOCK_BUFFERS);
         let block_size = self.settings.block_size;
@@ -895,29 +901,43 @@ impl Run<'_> {
         let progress = self.progress.clone();
         let reader_task = tokio::spawn(async move {
             let mut body = resp.bytes_stream();
+            let mut pool = InputPool {
+                tx: input_tx,
+                empty: empty_rx,
+                unallocated: INPUT_BUFFERS,
+                cur: Vec::new(),
+            };
             let mut received = 0u64;
             loop {
                 let next = tokio::time::timeout_at(deadline.into(), body.next()).await;
-                let item = match next {
-                    Err(_) => Some(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "time budget spent during download",
-                    ))),
-                    Ok(None) => None,
-                    Ok(Some(Ok(b))) => {
-                        received += b.len() as u64;
-                        if let Some(p) = &progress {
-                            p(Step::Downloaded { bytes: received });
-                        }
-                        Some(Ok(b))
+                let chunk = match next {
+                    Err(_) => {
+                        let e = io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "time budget spent during download",
+                        );
+                        let _ = pool.tx.send(Err(e)).await;
+                        break;
                     }
-                    Ok(Some(Err(e))) => Some(Err(io::Error::other(e.to_string()))),
+                    Ok(None) => {
+                        pool.finish().await;
+                        break;
+                    }
+                    Ok(Some(Err(e))) => {
+                        let _ = pool.tx.send(Err(io::Error::other(e.to_string()))).await;
+                        break;
+                    }
+                    Ok(Some(Ok(b))) => b,
                 };
-                let Some(item) = item else { break };
-                let stop = item.is_err();
-                if chunk_tx.send(item).await.is_err() || stop {
+                received += chunk.len() as u64;
+                if let Some(p) = &progress {
+                    p(Step::Downloaded { bytes: received });
+                }
+                if pool.copy(&chunk).await.is_none() {
                     break;
                 }
+                // `chunk` is dropped here, before the next read: hyper's read buffer is
+                // freed (or reused in place) by the task that reads, never queued.
             }
         });
         let opts = TransformOptions {
@@ -944,8 +964,10 @@ impl Run<'_> {
         };
         let transform = tokio::task::spawn_blocking(move || {
             let reader = ChannelReader {
-                rx: chunk_rx,
-                cur: Bytes::new(),
+                rx: input_rx,
+                empty: empty_tx,
+                cur: Vec::new(),
+                pos: 0,
             };
             // The transform allocated its first buffer; the pool's others on first need.
             let mut unallocated = BLOCK_BUFFERS - 1;
@@ -1110,24 +1132,79 @@ fn reclaim(data: Bytes) -> Vec<u8> {
     data.try_into_mut().map(Vec::from).unwrap_or_default()
 }
 
-/// `Read` over the download's chunks (runs on the blocking thread).
+/// The download side of the input buffers (runs on the reading task): copies each body
+/// chunk into the buffer being filled and hands full buffers to the transform.
+struct InputPool {
+    tx: tokio::sync::mpsc::Sender<io::Result<Vec<u8>>>,
+    /// Buffers the transform has read, for reuse.
+    empty: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    /// Buffers not allocated yet (allocated on first need, then recycled).
+    unallocated: usize,
+    cur: Vec<u8>,
+}
+
+impl InputPool {
+    /// Copies `chunk`; `None` once the transform has stopped.
+    async fn copy(&mut self, mut chunk: &[u8]) -> Option<()> {
+        while !chunk.is_empty() {
+            if self.cur.capacity() == 0 {
+                self.cur = self.next_empty().await?;
+            }
+            let take = (INPUT_BUFFER_SIZE - self.cur.len()).min(chunk.len());
+            self.cur.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if self.cur.len() == INPUT_BUFFER_SIZE {
+                self.tx.send(Ok(std::mem::take(&mut self.cur))).await.ok()?;
+            }
+        }
+        Some(())
+    }
+
+    async fn next_empty(&mut self) -> Option<Vec<u8>> {
+        if self.unallocated > 0 {
+            self.unallocated -= 1;
+            return Some(Vec::with_capacity(INPUT_BUFFER_SIZE));
+        }
+        let mut b = self.empty.recv().await?;
+        b.clear();
+        Some(b)
+    }
+
+    /// Hands over the last, partly filled buffer.
+    async fn finish(self) {
+        if !self.cur.is_empty() {
+            let _ = self.tx.send(Ok(self.cur)).await;
+        }
+    }
+}
+
+/// `Read` over the input buffers (runs on the blocking thread); each buffer read to its end
+/// goes back to the reader.
 struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
-    cur: Bytes,
+    rx: tokio::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    empty: tokio::sync::mpsc::Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
 }
 
 impl io::Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
+        while self.pos == self.cur.len() {
+            let done = std::mem::take(&mut self.cur);
+            self.pos = 0;
+            if done.capacity() > 0 {
+                // Room for every buffer, so this fails only once the reader has stopped.
+                let _ = self.empty.try_send(done);
+            }
             match self.rx.blocking_recv() {
                 None => return Ok(0),
                 Some(Ok(b)) => self.cur = b,
                 Some(Err(e)) => return Err(e),
             }
         }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        let _ = self.cur.split_to(n);
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
         Ok(n)
     }
 }
@@ -1144,5 +1221,61 @@ mod tests {
         assert_eq!(reclaim(data).capacity(), 0, "still referenced: not reused");
         let back = reclaim(held);
         assert_eq!((back.as_ptr(), back.capacity()), (at, 4096));
+    }
+
+    /// The download side and the transform side of the input buffers, as
+    /// `download_and_commit` wires them: every byte arrives in order, and only
+    /// `INPUT_BUFFERS` buffers ever exist, whatever the chunk sizes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn input_buffers_carry_every_byte_and_are_recycled() {
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_BUFFERS);
+        let (empty_tx, empty_rx) = tokio::sync::mpsc::channel(INPUT_BUFFERS);
+        let data: Vec<u8> = (0..5 * INPUT_BUFFER_SIZE + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let sent = data.clone();
+        let reader = tokio::spawn(async move {
+            let mut pool = InputPool {
+                tx,
+                empty: empty_rx,
+                unallocated: INPUT_BUFFERS,
+                cur: Vec::new(),
+            };
+            // Chunks smaller and larger than a buffer, like hyper's adaptive reads.
+            let mut rest = &sent[..];
+            for size in [1, 8192, INPUT_BUFFER_SIZE + 7, 417_792].iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (chunk, tail) = rest.split_at((*size).min(rest.len()));
+                pool.copy(chunk).await.unwrap();
+                rest = tail;
+            }
+            pool.finish().await;
+        });
+        let (got, buffers) = tokio::task::spawn_blocking(move || {
+            let mut r = ChannelReader {
+                rx,
+                empty: empty_tx,
+                cur: Vec::new(),
+                pos: 0,
+            };
+            let (mut got, mut buffers) = (Vec::new(), HashSet::new());
+            let mut buf = [0u8; 10_000];
+            loop {
+                let n = io::Read::read(&mut r, &mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                buffers.insert(r.cur.as_ptr() as usize);
+                got.extend_from_slice(&buf[..n]);
+            }
+            (got, buffers)
+        })
+        .await
+        .unwrap();
+        reader.await.unwrap();
+        assert!(got == data, "the bytes differ");
+        assert!(buffers.len() <= INPUT_BUFFERS, "{} buffers", buffers.len());
     }
 }

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 /// Largest body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Most people one event may name (a `[[pulses]]` entry may allow fewer).
-pub const MAX_PEOPLE: usize = 1000;
+pub const MAX_PEOPLE: usize = 10_000;
 const MAX_EVENT_ID: usize = 128;
 const MAX_EVENT_TYPE: usize = 128;
 const MAX_EMAIL: usize = 254;
@@ -479,7 +479,7 @@ mod tests {
             }
             b.to_string()
         };
-        let many: Vec<Value> = (0..1001)
+        let many: Vec<Value> = (0..10_001)
             .map(|i| json!({"externalRef": format!("r{i}")}))
             .collect();
         let rows: Vec<(String, &str)> = vec![
@@ -491,7 +491,7 @@ mod tests {
             (with(&["eventId"], json!("")), "eventId: is empty"),
             (with(&["eventType"], json!("a/b")), "eventType: must be letters, digits and . _ : -"),
             (with(&["occurredAt"], json!("yesterday")), "occurredAt: is not an RFC 3339 time"),
-            (with(&["people"], Value::Array(many)), "more than 1000 people"),
+            (with(&["people"], Value::Array(many)), "more than 10000 people"),
             (with(&["people", "0"], json!({"name":"only a name"})), "people[0]: needs an email, externalRef or contactId"),
             (with(&["people"], json!([{"email":"a@example.com"},{"email":"A@Example.com"}])), "people[1]: repeats an earlier person"),
             (with(&["attributes"], json!({"k": {"nested": 1}})), "attributes: values must be strings, numbers, booleans or lists of them"),

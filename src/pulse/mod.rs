@@ -7,13 +7,15 @@
 //!   static `X-Bridge-Token` header (`ops-static-token` + `-previous`), pure;
 //! * [`event`]: the body, its limits and the SysTrack / CleverTap adapters, pure;
 //! * [`config`]: the `[[pulses]]` entries;
-//! * [`sender`]: `PulseSender`, the sending half (ledger, cool-down, contacts, distributions).
+//! * [`sender`]: `PulseSender`, the sending half (ledger, cool-down, contacts, distributions);
+//! * [`people`]: how a person is keyed and who an event would survey (`pulses --dry-run`).
 //!
 //! Every refusal is a 4xx in `res` with `{"error": reason}` and nothing queued; an event no
 //! entry handles is a 202 with nothing queued. Logs carry counts and ids, never an address.
 
 pub mod config;
 pub mod event;
+pub mod people;
 pub mod sender;
 pub mod verify;
 
@@ -150,7 +152,7 @@ impl OpsEventsService {
     }
 
     fn route(&self, event_type: &str) -> Option<&PulseRoute> {
-        self.pulses.iter().find(|p| p.event_type() == event_type)
+        route_for(&self.pulses, event_type)
     }
 
     pub async fn invoke(
@@ -333,6 +335,11 @@ impl OpsEventsService {
             ))
             .summary(summary)
     }
+}
+
+/// The `[[pulses]]` entry that handles `event_type` (each type has at most one).
+pub fn route_for<'a>(pulses: &'a [PulseRoute], event_type: &str) -> Option<&'a PulseRoute> {
+    pulses.iter().find(|p| p.event_type() == event_type)
 }
 
 /// An event that passed every check.

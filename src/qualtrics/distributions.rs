@@ -1,5 +1,7 @@
-//! XM Directory contacts and email distributions (reference `close-the-loop.md` §2.3.2,
-//! §2.3.3): upsert one person into a mailing list, then send one survey to that membership.
+//! XM Directory contacts, transactions and email distributions (reference
+//! `close-the-loop.md` §2.3.2–§2.3.4): upsert a person into a mailing list, then either send one
+//! survey to that membership, or attach a transaction (`CTR_…`) per person, gather them in one
+//! transaction batch and send one distribution to the batch.
 
 use super::{encode, CallBudget, Outgoing, QualtricsClient, QualtricsError, Resend};
 use crate::secrets::SecretsProvider;
@@ -76,6 +78,85 @@ impl EmailDistribution {
     }
 }
 
+/// The invitation half of a distribution: message, header, survey link, send date.
+#[derive(Debug, Clone)]
+pub struct Invitation {
+    pub library_id: String,
+    pub message_id: String,
+    pub from_email: String,
+    pub from_name: String,
+    pub reply_to_email: String,
+    pub subject: String,
+    pub survey_id: String,
+    /// RFC 3339 UTC.
+    pub expiration_date: String,
+    /// RFC 3339 UTC.
+    pub send_date: String,
+}
+
+/// One email distribution to everyone in a transaction batch (§2.3.3 "Transaction batch").
+#[derive(Debug, Clone)]
+pub struct BatchDistribution {
+    pub transaction_batch_id: String,
+    pub invitation: Invitation,
+}
+
+impl BatchDistribution {
+    fn body(&self) -> Value {
+        let i = &self.invitation;
+        serde_json::json!({
+            "message": {"libraryId": i.library_id, "messageId": i.message_id},
+            "recipients": {"transactionBatchId": self.transaction_batch_id},
+            "header": {
+                "fromEmail": i.from_email,
+                "fromName": i.from_name,
+                "replyToEmail": i.reply_to_email,
+                "subject": i.subject,
+            },
+            "surveyLink": {
+                "surveyId": i.survey_id,
+                "expirationDate": i.expiration_date,
+                "type": "Individual",
+            },
+            "sendDate": i.send_date,
+        })
+    }
+}
+
+/// One transaction (§2.3.4): this event, on this contact, in this list. `data` can be piped
+/// into the survey.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transaction {
+    /// `CID_…`.
+    #[serde(rename = "contactId")]
+    pub contact_id: String,
+    #[serde(rename = "mailingListId")]
+    pub mailing_list_id: String,
+    /// `yyyy-mm-dd hh:mm:ss`, UTC, as Qualtrics' own example.
+    #[serde(rename = "transactionDate")]
+    pub transaction_date: String,
+    pub data: BTreeMap<String, String>,
+}
+
+/// A transaction batch id goes into a path: only the characters Qualtrics ids are made of.
+fn batch_path(
+    op: &'static str,
+    directory: &str,
+    batch: Option<&str>,
+) -> Result<String, QualtricsError> {
+    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    match batch {
+        None => Ok(format!("directories/{directory}/transactionbatches")),
+        Some(b) if ok(b) => Ok(format!(
+            "directories/{directory}/transactionbatches/{b}/transactions"
+        )),
+        Some(_) => Err(QualtricsError::Decode {
+            op,
+            reason: "not a transaction batch id".into(),
+        }),
+    }
+}
+
 fn id_of(
     op: &'static str,
     result: &Value,
@@ -137,10 +218,134 @@ impl QualtricsClient {
     ) -> Result<String, QualtricsError> {
         const OP: &str = "create distribution";
         let body = encode(OP, &distribution.body())?;
-        let path = "distributions";
+        let result = self
+            .post_once(OP, secrets, budget, "distributions", body)
+            .await?;
+        id_of(OP, &result.unwrap_or_default(), "id", "EMD_")
+    }
+
+    /// `POST /distributions` to a transaction batch; returns `EMD_…`. Never resent, like
+    /// [`Self::create_distribution`].
+    pub async fn create_batch_distribution(
+        &self,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+        distribution: &BatchDistribution,
+    ) -> Result<String, QualtricsError> {
+        const OP: &str = "create distribution";
+        let body = encode(OP, &distribution.body())?;
+        let result = self
+            .post_once(OP, secrets, budget, "distributions", body)
+            .await?;
+        id_of(OP, &result.unwrap_or_default(), "id", "EMD_")
+    }
+
+    /// `POST /directories/{directory}/transactions`, several transactions in one call (the
+    /// body's keys are labels of our choosing, echoed under `createdTransactions`); returns
+    /// the `CTR_…` ids in the order given. Retried like a read: a repeat only leaves an extra
+    /// transaction that no batch holds, which surveys nobody.
+    pub async fn create_transactions(
+        &self,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+        directory: &str,
+        transactions: &[Transaction],
+    ) -> Result<Vec<String>, QualtricsError> {
+        const OP: &str = "create transactions";
+        let label = |k: usize| format!("tx{k}");
+        let body: serde_json::Map<String, Value> = transactions
+            .iter()
+            .enumerate()
+            .map(|(k, t)| serde_json::to_value(t).map(|v| (label(k), v)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| QualtricsError::Decode {
+                op: OP,
+                reason: e.to_string(),
+            })?;
+        let path = format!("directories/{directory}/transactions");
+        let r = self
+            .call_json(
+                OP,
+                secrets,
+                budget,
+                reqwest::Method::POST,
+                &path,
+                Some(&Value::Object(body)),
+            )
+            .await?;
+        let created = r.get("createdTransactions").unwrap_or(&Value::Null);
+        (0..transactions.len())
+            .map(|k| {
+                created.get(label(k)).map_or(
+                    Err(QualtricsError::Decode {
+                        op: OP,
+                        reason: format!("no createdTransactions.{}", label(k)),
+                    }),
+                    |t| id_of(OP, t, "id", "CTR_"),
+                )
+            })
+            .collect()
+    }
+
+    /// `POST /directories/{directory}/transactionbatches` holding `transaction_ids`; returns
+    /// the batch id. Never resent: a lost answer is [`QualtricsError::Unconfirmed`].
+    pub async fn create_transaction_batch(
+        &self,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+        directory: &str,
+        transaction_ids: &[String],
+        creation_date: &str,
+    ) -> Result<String, QualtricsError> {
+        const OP: &str = "create transaction batch";
+        let path = batch_path(OP, directory, None)?;
+        let body = encode(
+            OP,
+            &serde_json::json!({"transactionIds": transaction_ids, "creationDate": creation_date}),
+        )?;
+        let result = self.post_once(OP, secrets, budget, &path, body).await?;
+        let id = result
+            .as_ref()
+            .and_then(|r| r.get("id"))
+            .and_then(Value::as_str)
+            .filter(|id| batch_path(OP, directory, Some(id)).is_ok());
+        id.map(str::to_owned).ok_or_else(|| QualtricsError::Decode {
+            op: OP,
+            reason: "no batch id in the result".into(),
+        })
+    }
+
+    /// `POST /directories/{directory}/transactionbatches/{batch}/transactions`: adds
+    /// transactions to a batch. Never resent: a repeat could put a person in twice.
+    pub async fn add_to_transaction_batch(
+        &self,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+        directory: &str,
+        batch: &str,
+        transaction_ids: &[String],
+    ) -> Result<(), QualtricsError> {
+        const OP: &str = "add to transaction batch";
+        let path = batch_path(OP, directory, Some(batch))?;
+        let body = encode(OP, &serde_json::json!({"transactionIds": transaction_ids}))?;
+        self.post_once(OP, secrets, budget, &path, body)
+            .await
+            .map(|_| ())
+    }
+
+    /// A POST that must not be repeated ([`Resend::Never`]); a 2xx whose body is lost is
+    /// [`QualtricsError::Unconfirmed`]: it took effect.
+    async fn post_once(
+        &self,
+        op: &'static str,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Option<Value>, QualtricsError> {
         let resp = self
             .send(
-                OP,
+                op,
                 secrets,
                 budget,
                 Outgoing {
@@ -151,14 +356,11 @@ impl QualtricsClient {
                 },
             )
             .await?;
-        let result = match self.read_envelope(OP, path, resp).await {
-            Ok(r) => r,
-            // The 2xx came but its body did not: the distribution exists.
+        match self.read_envelope(op, path, resp).await {
             Err(QualtricsError::Transport { op, reason }) => {
-                return Err(QualtricsError::Unconfirmed { op, reason })
+                Err(QualtricsError::Unconfirmed { op, reason })
             }
-            Err(e) => return Err(e),
-        };
-        id_of(OP, &result.unwrap_or_default(), "id", "EMD_")
+            other => other,
+        }
     }
 }

@@ -10,7 +10,9 @@ mod distributions;
 mod json_event;
 mod responses;
 
-pub use distributions::{Contact, ContactRef, EmailDistribution};
+pub use distributions::{
+    BatchDistribution, Contact, ContactRef, EmailDistribution, Invitation, Transaction,
+};
 pub use json_event::JSON_EVENT_PATH;
 
 use crate::env::Lookup;
@@ -167,6 +169,43 @@ impl Throttle {
     }
 }
 
+/// Spaces calls to a steady rate so a caller stays under Qualtrics' leaky buckets instead of
+/// learning them from 429s: each call takes the next slot `60 s / per_minute` after the
+/// previous one, with `burst` calls of slack (a GCRA). Hand-written rather than `governor`:
+/// it is a dozen lines, and it has to hand its wait to [`QualtricsClient::send`], which
+/// already sleeps for the shared 429 throttle and checks the wait against the budget.
+#[derive(Debug)]
+pub struct Pacer {
+    interval: Duration,
+    slack: Duration,
+    /// The theoretical arrival time of the next call.
+    next: Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    /// `per_minute` calls a minute (at least one), up to `burst` of them at once.
+    pub fn per_minute(per_minute: u32, burst: u32) -> Self {
+        let interval = Duration::from_secs(60) / per_minute.max(1);
+        Self {
+            interval,
+            slack: interval * burst.max(1).saturating_sub(1),
+            next: Mutex::new(None),
+        }
+    }
+
+    /// Takes the next slot; returns how long the caller must wait for it.
+    fn reserve(&self) -> Duration {
+        let now = Instant::now();
+        let earliest = now.checked_sub(self.slack).unwrap_or(now);
+        let Ok(mut next) = self.next.lock() else {
+            return self.interval;
+        };
+        let slot = next.map_or(earliest, |t| t.max(earliest));
+        *next = Some(slot + self.interval);
+        slot.saturating_duration_since(now)
+    }
+}
+
 /// What a run may spend: a deadline and a number of 429 retries, shared by all its surveys.
 #[derive(Debug)]
 pub struct CallBudget {
@@ -174,6 +213,8 @@ pub struct CallBudget {
     throttle_retries: AtomicU32,
     /// Each request's own time limit (connect to last byte), when set.
     request_timeout: Option<Duration>,
+    /// Spaces every call of the budget, when set.
+    pacer: Option<std::sync::Arc<Pacer>>,
 }
 
 impl CallBudget {
@@ -182,7 +223,14 @@ impl CallBudget {
             deadline,
             throttle_retries: AtomicU32::new(throttle_retries),
             request_timeout: None,
+            pacer: None,
         }
+    }
+
+    /// Spaces each call of the budget (every attempt, 429 retries included) by `pacer`.
+    pub fn with_pacer(mut self, pacer: std::sync::Arc<Pacer>) -> Self {
+        self.pacer = Some(pacer);
+        self
     }
 
     /// Limits each request of the budget to `timeout` (a hung call ends as a timeout).
@@ -714,6 +762,12 @@ impl QualtricsClient {
                 }
                 tokio::time::sleep(wait).await;
             }
+            if let Some(pace) = budget.pacer.as_ref().map(|p| p.reserve()) {
+                if !budget.fits(pace) {
+                    return Err(QualtricsError::OutOfTime { op });
+                }
+                tokio::time::sleep(pace).await;
+            }
             let token = secrets
                 .get(SecretName::QualtricsApiToken)
                 .await
@@ -972,6 +1026,16 @@ mod tests {
         .unwrap();
         assert_eq!(e.id, "SUB_8BXPypz7dWUm8e1");
         assert_eq!(e.topics, "surveyengine.completedResponse.*");
+    }
+
+    #[test]
+    fn the_pacer_lets_a_burst_through_then_spaces_calls() {
+        let p = Pacer::per_minute(600, 3);
+        let waits: Vec<Duration> = (0..5).map(|_| p.reserve()).collect();
+        assert!(waits[..3].iter().all(Duration::is_zero), "{waits:?}");
+        // The 4th waits one interval (100 ms), the 5th two; allow for the clock moving.
+        assert!(waits[3] > Duration::from_millis(90) && waits[3] <= Duration::from_millis(100));
+        assert!(waits[4] > Duration::from_millis(190) && waits[4] <= Duration::from_millis(200));
     }
 
     #[test]

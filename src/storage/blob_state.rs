@@ -83,6 +83,11 @@ pub async fn read(b: &BlobClient, name: &str) -> Result<Option<(Bytes, Etag)>, B
     Ok(Some((body, etag)))
 }
 
+/// Every blob name under `prefix`, all pages; a missing container has none.
+pub async fn names(c: &BlobContainerClient, prefix: &str) -> Result<Vec<String>, BlobError> {
+    Ok(list(c, prefix).await?.into_iter().map(|l| l.name).collect())
+}
+
 /// Which write condition applies.
 pub enum Condition<'a> {
     /// Only if the blob does not exist (`If-None-Match: *`).
@@ -240,4 +245,51 @@ pub async fn commit_new(
         .await
         .map(|_| ())
         .map_err(|e| classify("commit", name, e))
+}
+
+/// A blob as a listing describes it: what a change cursor compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    pub etag: String,
+    /// `Last-Modified` in whole seconds since the epoch (the service's resolution).
+    pub modified: i64,
+}
+
+/// Every blob under `prefix` with its ETag and `Last-Modified`: names and properties only, one
+/// request per 5,000 blobs, no content. A missing container lists nothing.
+pub async fn list(c: &BlobContainerClient, prefix: &str) -> Result<Vec<Listed>, BlobError> {
+    use futures::TryStreamExt;
+    let opts = azure_storage_blob::models::BlobContainerClientListBlobsOptions {
+        prefix: Some(prefix.to_owned()),
+        ..Default::default()
+    };
+    let mut pages = c
+        .list_blobs(Some(opts))
+        .map_err(|e| classify("list", prefix, e))?
+        .into_pages();
+    let mut out = Vec::new();
+    loop {
+        let page = match pages.try_next().await {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(e) if is_not_found(&e) => break,
+            Err(e) => return Err(classify("list", prefix, e)),
+        };
+        let items = page
+            .into_model()
+            .map_err(|e| classify("list", prefix, e))?
+            .blob_items;
+        for item in items {
+            let (Some(name), Some(props)) = (item.name, item.properties) else {
+                continue;
+            };
+            out.push(Listed {
+                name,
+                etag: props.etag.map(|e| e.to_string()).unwrap_or_default(),
+                modified: props.last_modified.map_or(0, |t| t.unix_timestamp()),
+            });
+        }
+    }
+    Ok(out)
 }

@@ -137,6 +137,15 @@ impl Ledger {
         format!("tickets/{survey_id}/{response_id}.json")
     }
 
+    /// Every entry's blob with its ETag and `Last-Modified`, no content: readers that follow
+    /// the ledger's changes (AnalyticsBuilder's `ticket_link`) then [`Self::get`] the changed
+    /// ones.
+    pub async fn list(&self) -> Result<Vec<blob_state::Listed>, LedgerError> {
+        blob_state::list(&self.container, "tickets/")
+            .await
+            .map_err(|e| self.err("tickets/", e))
+    }
+
     fn err(&self, blob: &str, e: impl std::fmt::Display) -> LedgerError {
         LedgerError {
             blob: format!("{}/{blob}", self.name),

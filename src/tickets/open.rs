@@ -141,6 +141,28 @@ impl OpenIndex {
         self.container.exists().await.unwrap_or(true)
     }
 
+    /// One ticket's entry; `None` when the index does not have it (never had, or it was
+    /// terminal and left).
+    pub async fn get(
+        &self,
+        system: &str,
+        ticket_id: &str,
+    ) -> Result<Option<OpenTicket>, BlobError> {
+        let name = Self::blob_name(system, ticket_id);
+        match blob_state::read(&self.container.blob_client(&name), &name).await? {
+            None => Ok(None),
+            Some((bytes, _)) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| BlobError::Other {
+                        op: "read",
+                        blob: name,
+                        reason: format!("not an open-ticket entry: {e}"),
+                    })
+            }
+        }
+    }
+
     /// Up to `max` entries of `system`, from `marker` (a previous page's `next`). A missing
     /// container is an empty index.
     pub async fn page(

@@ -399,3 +399,21 @@ pub fn assert_no_address_logged(stack: &Stack, emails: &[&str]) {
         );
     }
 }
+
+/// The analytics oracles' python (`scripts/install-oracles.sh`: pinned deltalake, duckdb,
+/// pyarrow, matplotlib from PyPI; installed on first use). `ANALYTICS_ORACLE_PYTHON` overrides it.
+pub fn oracle_python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("ANALYTICS_ORACLE_PYTHON") {
+        return p.into();
+    }
+    let out = std::process::Command::new("bash")
+        .arg(repo_root().join("scripts/install-oracles.sh"))
+        .output()
+        .expect("run scripts/install-oracles.sh");
+    assert!(
+        out.status.success(),
+        "install-oracles: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::path::PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim())
+}

@@ -1,4 +1,4 @@
-"""Independent readers of the bridge's Delta tables (tests/analytics_delta.rs).
+"""Independent readers of the bridge's Delta tables (tests/e2e/analytics_delta.rs).
 
 usage: delta_read.py SPEC_JSON
 SPEC: {"azurite": "http://127.0.0.1:PORT", "container": "...", "tables": ["..."],

@@ -55,7 +55,30 @@ FROM v_question_response
 WHERE field IN ('value', 'text')
 GROUP BY survey_id, question_id;
 
--- Every detractor with its score and the ticket the bridge raised for it, if any.
+-- Each ticket's current state. ticket_link is append-only (one row per state the ticket and
+-- loop ledgers recorded): the newest updated_at wins (the loop ledger's on a tie), and
+-- created_at is the first row's, when the bridge raised the ticket.
+CREATE OR REPLACE VIEW v_ticket_latest AS
+SELECT * EXCLUDE (rn)
+FROM (
+    SELECT t.survey_id,
+           t.response_id,
+           t.system,
+           t.ticket_id,
+           t.ticket_number,
+           t.state,
+           t.updated_at,
+           min(t.updated_at) OVER (PARTITION BY t.system, t.ticket_id) AS created_at,
+           row_number() OVER (PARTITION BY t.system, t.ticket_id
+                              ORDER BY t.updated_at DESC,
+                                       CASE WHEN t.source = 'loop_ledger' THEN 1 ELSE 0 END DESC)
+             AS rn
+    FROM ticket_link t
+)
+WHERE rn = 1;
+
+-- Every detractor with its score and the ticket the bridge raised for it, if any, in its
+-- current state.
 CREATE OR REPLACE VIEW v_detractor_ticket AS
 SELECT g.survey_id,
        g.response_id,
@@ -67,6 +90,7 @@ SELECT g.survey_id,
        t.ticket_number,
        t.state AS ticket_state,
        t.created_at AS ticket_created_at,
+       t.updated_at AS ticket_updated_at,
        date_diff('minute', g.recorded_at, t.created_at) AS minutes_to_ticket
 FROM v_question_response g
 LEFT JOIN v_question_response s
@@ -75,7 +99,7 @@ LEFT JOIN v_question_response s
  AND s.question_id = g.question_id
  AND coalesce(s.loop_id, '') = coalesce(g.loop_id, '')
  AND s.field = 'value'
-LEFT JOIN ticket_link t
+LEFT JOIN v_ticket_latest t
   ON t.survey_id = g.survey_id
  AND t.response_id = g.response_id
 WHERE g.field = 'nps_group' AND g.value_num = 1;

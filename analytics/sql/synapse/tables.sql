@@ -28,3 +28,9 @@ GO
 CREATE OR ALTER VIEW dbo.choice AS
 SELECT * FROM OPENROWSET(BULK 'choice/', DATA_SOURCE = 'qualtrics_analytics', FORMAT = 'DELTA') AS t;
 GO
+CREATE OR ALTER VIEW dbo.survey AS
+SELECT * FROM OPENROWSET(BULK 'survey/', DATA_SOURCE = 'qualtrics_analytics', FORMAT = 'DELTA') AS t;
+GO
+CREATE OR ALTER VIEW dbo.question_item AS
+SELECT * FROM OPENROWSET(BULK 'question_item/', DATA_SOURCE = 'qualtrics_analytics', FORMAT = 'DELTA') AS t;
+GO

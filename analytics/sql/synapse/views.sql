@@ -56,6 +56,29 @@ WHERE field IN ('value', 'text')
 GROUP BY survey_id, question_id;
 GO
 
+-- Each ticket's current state. ticket_link is append-only (one row per state the ticket and
+-- loop ledgers recorded): the newest updated_at wins (the loop ledger's on a tie), and
+-- created_at is the first row's, when the bridge raised the ticket.
+CREATE OR ALTER VIEW dbo.v_ticket_latest AS
+SELECT survey_id, response_id, system, ticket_id, ticket_number, state, updated_at, created_at
+FROM (
+    SELECT t.survey_id,
+           t.response_id,
+           t.system,
+           t.ticket_id,
+           t.ticket_number,
+           t.state,
+           t.updated_at,
+           MIN(t.updated_at) OVER (PARTITION BY t.system, t.ticket_id) AS created_at,
+           ROW_NUMBER() OVER (PARTITION BY t.system, t.ticket_id
+                              ORDER BY t.updated_at DESC,
+                                       CASE WHEN t.source = 'loop_ledger' THEN 1 ELSE 0 END DESC)
+             AS rn
+    FROM dbo.ticket_link AS t
+) AS x
+WHERE rn = 1;
+GO
+
 CREATE OR ALTER VIEW dbo.v_detractor_ticket AS
 SELECT g.survey_id,
        g.response_id,
@@ -67,6 +90,7 @@ SELECT g.survey_id,
        t.ticket_number,
        t.state AS ticket_state,
        t.created_at AS ticket_created_at,
+       t.updated_at AS ticket_updated_at,
        DATEDIFF(minute, g.recorded_at, t.created_at) AS minutes_to_ticket
 FROM dbo.v_question_response AS g
 LEFT JOIN dbo.v_question_response AS s
@@ -75,7 +99,7 @@ LEFT JOIN dbo.v_question_response AS s
  AND s.question_id = g.question_id
  AND COALESCE(s.loop_id, '') = COALESCE(g.loop_id, '')
  AND s.field = 'value'
-LEFT JOIN dbo.ticket_link AS t
+LEFT JOIN dbo.v_ticket_latest AS t
   ON t.survey_id = g.survey_id
  AND t.response_id = g.response_id
 WHERE g.field = 'nps_group' AND g.value_num = 1;

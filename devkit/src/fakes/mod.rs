@@ -10,6 +10,7 @@ pub mod servicenow;
 pub mod ticket_events;
 pub mod ticketing;
 pub mod tls;
+pub mod wide_data;
 pub mod zendesk;
 
 pub use identity::FakeIdentity;

@@ -47,7 +47,10 @@ use std::time::Duration;
 mod definitions;
 #[path = "qualtrics_loop.rs"]
 mod loop_routes;
-pub use loop_routes::{FakeDistribution, FakeJsonEvent, LoopCall, ResponseUpdate};
+pub use loop_routes::{
+    FakeDistribution, FakeJsonEvent, FakeTransaction, LoopCall, ResponseUpdate,
+    MAX_TRANSACTIONS_PER_CALL,
+};
 #[path = "qualtrics_limits.rs"]
 mod limits;
 pub use limits::{Endpoint, Limit, RateLimits};

@@ -20,6 +20,11 @@ pub enum Endpoint {
     Contacts,
     /// `POST /distributions`.
     Distributions,
+    /// `POST /directories/{POOL}/transactions` (no published figure: the brand limit only).
+    Transactions,
+    /// `POST /directories/{POOL}/transactionbatches` and `…/transactionbatches/{id}/transactions`
+    /// (AlexQ's template: 500/min, **[UNCONFIRMED]**).
+    TransactionBatches,
     /// `POST /inbound-event/v1/event/JSON/triggers`.
     JsonEvent,
 }
@@ -34,6 +39,10 @@ impl Endpoint {
                 Some(Self::Contacts)
             }
             ("POST", ["API", "v3", "distributions"]) => Some(Self::Distributions),
+            ("POST", ["API", "v3", "directories", _, "transactions"]) => Some(Self::Transactions),
+            ("POST", ["API", "v3", "directories", _, "transactionbatches", ..]) => {
+                Some(Self::TransactionBatches)
+            }
             ("POST", ["inbound-event", "v1", "event", "JSON", "triggers"]) => Some(Self::JsonEvent),
             _ => None,
         }

@@ -322,8 +322,15 @@ impl LocalHost {
     ///
     /// The kill does not wait for in-flight invocations: they fail, as they would in Azure.
     pub async fn restart_handler(&self) -> Result<(), HostError> {
-        let before = self.crash_restarts();
-        if let Some(pid) = self.shared.worker.read().await.pid() {
+        // The count and the pid are read under one lock: the supervisor counts a restart while
+        // it still holds the worker, so a restart in progress is either counted in `before` with
+        // its new pid, or not begun. Reading the count first lost that race: the new handler
+        // was killed, the count had already moved, and the next invocation found no handler.
+        let (before, pid) = {
+            let worker = self.shared.worker.read().await;
+            (self.crash_restarts(), worker.pid())
+        };
+        if let Some(pid) = pid {
             // ESRCH (already gone) is fine: the supervisor replaces it either way.
             let _ = crate::process::sigkill(pid);
         }

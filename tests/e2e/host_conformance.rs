@@ -1,7 +1,7 @@
 //! Conformance of the real release binary behind devkit's local Functions host on Azurite:
 //! each trigger's surprising shapes, failures and retries, and byte-exact queue outputs.
 
-mod common;
+use crate::common;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;

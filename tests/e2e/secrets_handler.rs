@@ -3,7 +3,7 @@
 //! the webhook key, keeps serving when the vault is unreachable or forbids access, never logs
 //! a secret value, and refuses to start with a half-configured identity.
 
-mod common;
+use crate::common;
 
 use common::StackBuilder;
 use devkit::fakes::{FakeIdentity, FakeKeyVault, TestPki, VaultFault};

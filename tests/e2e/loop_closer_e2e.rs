@@ -3,7 +3,7 @@
 //! the tests check what reached Qualtrics (write-back bytes, distributions, JSON Events), the
 //! loop ledger, and the poison queue.
 
-mod common;
+use crate::common;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;

@@ -12,7 +12,7 @@
 //! the SDK's too, goes through devkit's `ThrottledProxy` at this many MB/s, so the download
 //! runs ahead of the upload), `BENCH_RSS_LIMIT_MIB` (48), `BENCH_RATIO_LIMIT` (1.1).
 
-mod common;
+use crate::common;
 
 use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
 use common::StackBuilder;

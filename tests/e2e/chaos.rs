@@ -4,10 +4,10 @@
 //! Zendesk, while faults are injected. Each scenario ends with an audit against the fakes'
 //! records (see [`audit`]): 0 lost, 0 duplicated, 0 unexplained poison messages.
 //!
-//! CI runs the bounded scenarios (`cargo test --release --test chaos`); `scripts/chaos.sh` adds
+//! CI runs the bounded scenarios (`cargo test --release --test e2e chaos::`); `scripts/chaos.sh` adds
 //! the long one and prints the audit table; `scripts/load-profile.sh` runs [`load_profile`].
 
-mod common;
+use crate::common;
 
 use common::{Stack, StackBuilder};
 use devkit::fakes::qualtrics::FakeQualtrics;

@@ -16,7 +16,7 @@
 //!
 //! Run: `scripts/bench-loop.sh` (`LOOP_BENCH_N` overrides the 1,000).
 
-mod common;
+use crate::common;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;

@@ -5,7 +5,7 @@
 //! the open tickets only. The handler sends its requests itself and changes the index only
 //! after a send succeeded: a run that cannot queue loses nothing.
 
-mod common;
+use crate::common;
 
 use common::{blob_names, blob_text, storage_of, Stack, StackBuilder};
 use devkit::fakes::qualtrics::FakeQualtrics;

@@ -1,7 +1,7 @@
 //! `QualtricsWebhook` end to end: devkit's publisher POSTs through the local host's front door
 //! (function key in `?code=`) to the real release binary; queue outputs land in Azurite.
 
-mod common;
+use crate::common;
 
 use common::Stack;
 use devkit::publisher::{

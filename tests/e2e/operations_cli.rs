@@ -1,7 +1,7 @@
 //! `qualtrics-bridge subscriptions sync` and `qualtrics-bridge export` (backfill): the real
 //! release binary as a subprocess, against devkit's fake Qualtrics and real Azurite.
 
-mod common;
+use crate::common;
 
 use common::StackBuilder;
 use devkit::azurite::Azurite;
@@ -817,4 +817,490 @@ async fn config_check_shows_what_the_loop_does_and_refuses_a_bad_loop_section() 
         "{}",
         o.err
     );
+}
+
+/// Runs the binary with exactly `env` and `stdin` as its standard input.
+async fn run_with_stdin(env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn binary");
+    let mut input = child.stdin.take().expect("stdin");
+    // A command refused before it reads stdin closes it: that is its answer, not an error.
+    let _ = input.write_all(stdin.as_bytes()).await;
+    drop(input);
+    let out = child.wait_with_output().await.expect("run binary");
+    let o = Output {
+        code: out.status.code().unwrap_or(-1),
+        out: String::from_utf8_lossy(&out.stdout).into_owned(),
+        err: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    devkit::canary::record_command(env.iter().copied(), &o.out, &o.err);
+    o
+}
+
+/// `loop status` reads back what the real TicketCreator, TicketEvents and LoopCloser stored
+/// for a ServiceNow incident: by response and by INC number, as text and JSON; a response
+/// with a ticket but no event yet; an unknown response (exit 1) and a bad --ticket (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_status_shows_the_ticket_the_applied_state_and_the_follow_up() {
+    use devkit::fakes::servicenow::{self, FakeServiceNow};
+    use devkit::fakes::ticket_events::EventTarget;
+    const SV: &str = "SV_loopStatus1";
+    const SN_SECRET: &str = "sn-status-signing-secret";
+    let q = FakeQualtrics::start(TOKEN).await.unwrap();
+    let sn = FakeServiceNow::start().await.unwrap();
+    let toml = format!(
+        r#"[[surveys]]
+id = "{SV}"
+[surveys.tickets]
+system = "servicenow"
+when = 'values.QID1 <= 10'
+allowed_fields = ["QID1"]
+[surveys.loop]
+followup = {{ survey = "SV_followup1", library = "UR_lib1", message = "MS_msg1", mailing_list = "CG_list1", directory = "POOL_dir1" }}
+"#
+    );
+    let stack = StackBuilder::default()
+        .bridge_toml(&toml)
+        .setting("QUALTRICS_BASE_URL", &q.base_url)
+        .setting("QUALTRICS_API_TOKEN", TOKEN)
+        .setting("SERVICENOW_INSTANCE_URL", &sn.url())
+        .setting("SERVICENOW_USERNAME", servicenow::USERNAME)
+        .setting("SERVICENOW_PASSWORD", servicenow::PASSWORD)
+        .setting("SERVICENOW_WEBHOOK_SECRET", SN_SECRET)
+        .start()
+        .await;
+    let responses = q.add_responses(SV, 2);
+    let address = "pat.status@example.org";
+    q.set_recipient(&responses[0], address, "Pat", "Respondent");
+    stack.request_tickets(SV, &responses).await;
+    stack.settle(Duration::from_secs(60)).await;
+    let incidents = sn.incidents();
+    assert_eq!(incidents.len(), 2);
+    let of = |rid: &str| {
+        incidents
+            .iter()
+            .find(|i| i.fields["correlation_id"].ends_with(rid))
+            .cloned()
+            .expect("incident of the response")
+    };
+    let (resolved, untouched) = (of(&responses[0]), of(&responses[1]));
+    let url = stack
+        .host
+        .function_url("TicketEvents")
+        .expect("TicketEvents")
+        .replace("{system}", "servicenow");
+    sn.set_events(Some(EventTarget {
+        url,
+        secret: SN_SECRET.into(),
+        headers: Vec::new(),
+    }));
+    sn.set_state(&resolved.sys_id, "6", Some("Solved (Permanently)"))
+        .unwrap();
+    assert!(
+        stack
+            .eventually(Duration::from_secs(60), || async {
+                sn.events().in_flight() == 0 && !q.distributions().is_empty()
+            })
+            .await,
+        "the follow-up went out"
+    );
+    stack.settle(Duration::from_secs(60)).await;
+    let emd = q.distributions()[0].id.clone();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(&config, &toml).unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let conn = stack.azurite.connection_string();
+    let env = [
+        ("AzureWebJobsStorage", conn.as_str()),
+        ("BRIDGE_CONFIG", config.as_str()),
+    ];
+
+    let o = run(&env, &["loop", "status", "--response", &responses[0]]).await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    for want in [
+        format!("response {} (survey {SV})", responses[0]),
+        format!(
+            "ticket: servicenow {} (id {}), created at",
+            resolved.number, resolved.sys_id
+        ),
+        "applied: resolved (status \"6\"), changed at".to_string(),
+        "close code \"Solved (Permanently)\"".to_string(),
+        "write-back: applied (last written: resolved at".to_string(),
+        format!("follow-up: sent {emd} at"),
+        "JSON events: none".to_string(),
+        "open-ticket index: yes (not synced yet)".to_string(),
+    ] {
+        assert!(o.out.contains(&want), "missing {want:?} in\n{}", o.out);
+    }
+    assert!(!o.out.contains(address) && !o.err.contains(address));
+
+    // By INC number (a scan of the index), as JSON: the same loop.
+    let ticket = format!("servicenow:{}", resolved.number);
+    let o = run(
+        &env,
+        &["loop", "status", "--ticket", &ticket, "--output", "json"],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    let doc = json_of(&o);
+    assert_eq!(doc["surveyId"], SV);
+    assert_eq!(doc["responseId"], responses[0].as_str());
+    assert_eq!(doc["ticket"]["state"], "created");
+    assert_eq!(doc["ticket"]["number"], resolved.number.as_str());
+    assert_eq!(
+        doc["ticketId"],
+        serde_json::json!({"system": "servicenow", "id": resolved.sys_id})
+    );
+    assert_eq!(doc["loop"]["applied"]["state"], "resolved");
+    assert_eq!(doc["loop"]["applied"]["sequence"], 1);
+    assert_eq!(doc["loop"]["writeBack"]["status"], "applied");
+    assert_eq!(doc["loop"]["writeBack"]["written"]["state"], "resolved");
+    assert_eq!(doc["loop"]["followUp"]["status"], "sent");
+    assert_eq!(doc["loop"]["followUp"]["distributionId"], emd.as_str());
+    assert_eq!(doc["openIndex"]["indexed"], true);
+    // And what the fake received agrees: one write-back of that state, one follow-up.
+    assert_eq!(q.response_updates().len(), 1);
+    assert_eq!(q.distributions().len(), 1);
+
+    // A ticket no event has reached: created, indexed, no loop state.
+    let o = run(
+        &env,
+        &[
+            "loop",
+            "status",
+            "--response",
+            &responses[1],
+            "--survey",
+            SV,
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    let doc = json_of(&o);
+    assert_eq!(doc["ticket"]["id"], untouched.sys_id.as_str());
+    assert_eq!(doc["loop"], serde_json::Value::Null);
+    assert_eq!(doc["openIndex"]["indexed"], true);
+
+    // Unknown response: exit 1 naming it; a malformed --ticket: exit 2.
+    let o = run(&env, &["loop", "status", "--response", "R_noSuchResponse1"]).await;
+    assert_eq!(o.code, 1, "{}\n{}", o.out, o.err);
+    assert!(
+        o.out.is_empty() && o.err.contains("R_noSuchResponse1") && o.err.contains(SV),
+        "{}",
+        o.err
+    );
+    let o = run(
+        &env,
+        &["loop", "status", "--ticket", "servicenow:INC9999999"],
+    )
+    .await;
+    assert_eq!(o.code, 1, "{}\n{}", o.out, o.err);
+    assert!(o.err.contains("servicenow:INC9999999"), "{}", o.err);
+    for (args, named) in [
+        (vec!["loop", "status", "--ticket", "jira:1"], "--ticket"),
+        (
+            vec!["loop", "status", "--ticket", "zendesk:../x"],
+            "--ticket",
+        ),
+        (vec!["loop", "status", "--response", "SV_x"], "--response"),
+        (vec!["loop", "status"], "--response"),
+    ] {
+        let o = run(&env, &args).await;
+        assert_eq!(o.code, 2, "{args:?}: {}{}", o.out, o.err);
+        assert!(o.err.contains(named), "{args:?}: {}", o.err);
+    }
+    // A mismatched pair is refused rather than shown.
+    let wrong = format!("servicenow:{}", untouched.number);
+    let o = run(
+        &env,
+        &[
+            "loop",
+            "status",
+            "--response",
+            &responses[0],
+            "--ticket",
+            &wrong,
+        ],
+    )
+    .await;
+    assert_eq!(o.code, 1, "{}\n{}", o.out, o.err);
+    common::assert_no_address_logged(&stack, &[address]);
+}
+
+/// Two event types sharing the `vpn` cool-down category (as pulse_sender_e2e's).
+const PULSES: &str = r#"
+[[pulses]]
+event_type = "vpn.drop"
+category = "vpn"
+survey = "SV_pulse1"
+library = "UR_lib1"
+message = "MS_msg1"
+directory = "POOL_dir1"
+mailing_list = "CG_pulse1"
+cooldown_hours = 24
+
+[[pulses]]
+event_type = "vpn.slow"
+category = "vpn"
+survey = "SV_pulse2"
+library = "UR_lib1"
+message = "MS_msg2"
+directory = "POOL_dir1"
+mailing_list = "CG_pulse1"
+max_people = 3
+"#;
+
+fn ops_event(id: &str, event_type: &str, people: serde_json::Value) -> String {
+    serde_json::json!({"eventId": id, "eventType": event_type,
+        "occurredAt": "2026-12-07T09:59:00Z", "people": people})
+    .to_string()
+}
+
+/// `pulses --dry-run` against state a real PulseSender run wrote: the person it surveyed is
+/// in cool-down for the other event type of the category, the others are due or have nobody
+/// to send to; the event already sent shows everyone as handled. Fake Qualtrics receives no
+/// request and no blob is written during the dry runs; no address is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulses_dry_run_reports_the_cool_down_and_sends_nothing() {
+    use base64::Engine;
+    const HASH_KEY: &str = "ops-cli-hash-key-0123456789";
+    let q = FakeQualtrics::start(TOKEN).await.unwrap();
+    let stack = StackBuilder::default()
+        .bridge_toml(PULSES)
+        .setting("QUALTRICS_BASE_URL", &q.base_url)
+        .setting("QUALTRICS_API_TOKEN", TOKEN)
+        .setting("ANALYTICS_HASH_KEY", HASH_KEY)
+        .start()
+        .await;
+    let (a, b, c) = (
+        "ana.pulse@example.org",
+        "ben.pulse@example.org",
+        "cy.pulse@example.org",
+    );
+    for e in [a, b, c] {
+        devkit::canary::register(e);
+    }
+    let first = ops_event(
+        "evt-ops-1",
+        "vpn.drop",
+        serde_json::json!([{"email": a}, {"email": b}]),
+    );
+    let request = serde_json::json!({
+        "v": 1, "format": "bridge", "auth": "token", "receivedAt": "2026-12-07T10:00:00Z",
+        "event": serde_json::from_str::<serde_json::Value>(&first).unwrap(),
+    })
+    .to_string();
+    stack.queues.create_queue("pulse-requests").await.unwrap();
+    stack
+        .queues
+        .put_message(
+            "pulse-requests",
+            &base64::engine::general_purpose::STANDARD.encode(&request),
+        )
+        .await
+        .unwrap();
+    stack.settle(Duration::from_secs(60)).await;
+    let sent = q.distributions().len();
+    assert!(sent > 0, "the real run surveyed a and b");
+    // The keys PulseSender stored for a and b (their cool-down marks, never the address).
+    let s = common::storage_of(&stack.azurite);
+    let surveyed: Vec<String> = common::blob_names(&s, "bridge-state")
+        .await
+        .into_iter()
+        .filter_map(|n| {
+            n.strip_prefix("pulse/cooldown/")
+                .and_then(|rest| rest.split('/').nth(1))
+                .map(|k| k[..12].to_string())
+        })
+        .collect();
+    assert_eq!(surveyed.len(), 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(&config, PULSES).unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let conn = stack.azurite.connection_string();
+    let env = [
+        ("AzureWebJobsStorage", conn.as_str()),
+        ("BRIDGE_CONFIG", config.as_str()),
+        ("ANALYTICS_HASH_KEY", HASH_KEY),
+    ];
+    let calls_before = q.calls().len();
+    let blobs_before = common::blob_names(&s, "bridge-state").await;
+
+    // vpn.slow shares vpn's cool-down: a is held back, c is due, an externalRef alone has
+    // nobody to send to.
+    let second = ops_event(
+        "evt-ops-2",
+        "vpn.slow",
+        serde_json::json!([{"email": a}, {"email": c}, {"externalRef": "E-77"}]),
+    );
+    let file = dir.path().join("event.json");
+    std::fs::write(&file, &second).unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let o = run(&env, &["pulses", "--event", &file, "--dry-run"]).await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    let cooling: Vec<&str> = o
+        .out
+        .lines()
+        .filter(|l| l.contains("in cool-down (surveyed for the category at"))
+        .collect();
+    assert_eq!(cooling.len(), 1, "{}", o.out);
+    assert!(
+        surveyed
+            .iter()
+            .any(|k| cooling[0].contains(&format!("person {k}"))),
+        "the cool-down person is one PulseSender surveyed:\n{}",
+        o.out
+    );
+    let due: Vec<&str> = o
+        .out
+        .lines()
+        .filter(|l| l.ends_with("would be surveyed"))
+        .collect();
+    assert_eq!(due.len(), 1, "{}", o.out);
+    assert!(!surveyed.iter().any(|k| due[0].contains(k.as_str())));
+    for want in [
+        "event evt-ops-2 (vpn.slow, bridge format): 3 people",
+        "pulse vpn.slow: survey SV_pulse2, category vpn, cool-down 336 h, at most 3 people",
+        "skipped: no address and no contact id",
+        "would survey 1, in cool-down 1, already handled 0, skipped 1",
+        "distributions that would be sent: 1",
+        "dry run: nothing sent, nothing written",
+    ] {
+        assert!(o.out.contains(want), "missing {want:?} in\n{}", o.out);
+    }
+
+    // The event already sent, from stdin, as JSON: both people handled, nothing due.
+    let o = run_with_stdin(
+        &env,
+        &["pulses", "--event", "-", "--dry-run", "--output", "json"],
+        &first,
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    let doc = json_of(&o);
+    assert_eq!(doc["event"]["eventId"], "evt-ops-1");
+    assert_eq!(doc["pulse"]["category"], "vpn");
+    assert_eq!(
+        doc["counts"],
+        serde_json::json!({"due": 0, "cooling": 0, "already": 2, "unreachable": 0, "noIdentity": 0})
+    );
+    assert_eq!(doc["distributions"], 0);
+    assert_eq!(doc["dryRun"], true);
+    let mut keys: Vec<String> = doc["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["status"], "added", "{p}");
+            p["person"].as_str().unwrap().to_string()
+        })
+        .collect();
+    keys.sort();
+    let mut want = surveyed.clone();
+    want.sort();
+    assert_eq!(keys, want);
+
+    // No type handles it / more people than max_people: said, exit 0, nothing read or sent.
+    let o = run_with_stdin(
+        &env,
+        &["pulses", "--event", "-", "--dry-run"],
+        &ops_event("evt-ops-3", "disk.full", serde_json::json!([{"email": a}])),
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    assert!(
+        o.out
+            .contains("no [[pulses]] entry handles this event type"),
+        "{}",
+        o.out
+    );
+    let four = serde_json::json!([{"externalRef": "1"}, {"externalRef": "2"}, {"externalRef": "3"}, {"externalRef": "4"}]);
+    let o = run_with_stdin(
+        &env,
+        &["pulses", "--event", "-", "--dry-run", "--output", "json"],
+        &ops_event("evt-ops-4", "vpn.slow", four),
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    let doc = json_of(&o);
+    assert_eq!(doc["queued"], false);
+    assert!(doc["reason"].as_str().unwrap().contains("422"), "{doc}");
+
+    // Nothing reached Qualtrics, nothing was written, no address was printed.
+    assert_eq!(
+        q.calls().len(),
+        calls_before,
+        "{:?}",
+        &q.calls()[calls_before..]
+    );
+    assert_eq!(common::blob_names(&s, "bridge-state").await, blobs_before);
+    assert_eq!(q.distributions().len(), sent);
+
+    // Usage: --dry-run is required; a bad body or format, or no hash key, is exit 2.
+    for (env, args, stdin, named) in [
+        (
+            &env[..],
+            vec!["pulses", "--event", "-"],
+            first.as_str(),
+            "--dry-run",
+        ),
+        (
+            &env[..],
+            vec!["pulses", "--event", "-", "--dry-run"],
+            "{\"eventId\":",
+            "--event",
+        ),
+        (
+            &env[..],
+            vec![
+                "pulses",
+                "--event",
+                "-",
+                "--dry-run",
+                "--format",
+                "pagerduty",
+            ],
+            first.as_str(),
+            "--format",
+        ),
+        (
+            &env[..2],
+            vec!["pulses", "--event", "-", "--dry-run"],
+            first.as_str(),
+            "analytics-hash-key",
+        ),
+    ] {
+        let o = run_with_stdin(env, &args, stdin).await;
+        assert_eq!(o.code, 2, "{args:?}: {}{}", o.out, o.err);
+        assert!(o.err.contains(named), "{args:?}: {}", o.err);
+    }
+    assert_eq!(q.calls().len(), calls_before);
+
+    // config check shows both entries, defaults filled in (text in operations_config.rs).
+    let o = run(&env, &["config", "check", "--output", "json"]).await;
+    assert_eq!(o.code, 0, "{}\n{}", o.out, o.err);
+    let doc = json_of(&o);
+    assert_eq!(
+        doc["pulses"][1],
+        serde_json::json!({"eventType": "vpn.slow", "survey": "SV_pulse2", "library": "UR_lib1",
+            "message": "MS_msg2", "directory": "POOL_dir1", "mailingList": "CG_pulse1",
+            "embeddedData": [], "category": "vpn", "cooldownHours": 336, "maxPeople": 3})
+    );
+    for e in [a, b, c] {
+        common::assert_no_address_logged(&stack, &[e]);
+    }
 }

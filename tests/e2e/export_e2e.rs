@@ -3,7 +3,7 @@
 //! appears exactly once across all export blobs, each line byte for byte as the fake served it
 //! (values, labels, displayedFields, escapes).
 
-mod common;
+use crate::common;
 
 use common::{Stack, StackBuilder};
 use devkit::fakes::qualtrics::FakeQualtrics;

@@ -2,7 +2,7 @@
 //! the fake Qualtrics, ServiceNow and Zendesk. Exactly one ticket per response under
 //! duplicates, concurrency, crashes, 429 storms and 5xx; rules, allow-lists, dead letters.
 
-mod common;
+use crate::common;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;

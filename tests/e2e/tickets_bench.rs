@@ -4,10 +4,10 @@
 //! the limit. Expect 1,000 tickets, 0 duplicates, 0 poison, and a total time within 1.2× the
 //! minimum the limit allows for the calls each ticket needs (lookup + create = 2).
 //!
-//! Run: `cargo test --release --test tickets_bench -- --ignored --nocapture --test-threads=1`
+//! Run: `cargo test --release --test e2e tickets_bench:: -- --ignored --nocapture --test-threads=1`
 //! (`TICKETS_BENCH_N` overrides the 1,000.)
 
-mod common;
+use crate::common;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -129,7 +129,7 @@ async fn run(system: &str, rate: RateLimit) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: cargo test --release --test tickets_bench -- --ignored --nocapture --test-threads=1"]
+#[ignore = "benchmark: cargo test --release --test e2e tickets_bench:: -- --ignored --nocapture --test-threads=1"]
 async fn tickets_bench_servicenow_50_per_second() {
     run(
         "servicenow",
@@ -142,7 +142,7 @@ async fn tickets_bench_servicenow_50_per_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: cargo test --release --test tickets_bench -- --ignored --nocapture --test-threads=1"]
+#[ignore = "benchmark: cargo test --release --test e2e tickets_bench:: -- --ignored --nocapture --test-threads=1"]
 async fn tickets_bench_zendesk_team_plan_scaled() {
     run(
         "zendesk",

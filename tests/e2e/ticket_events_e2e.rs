@@ -3,7 +3,7 @@
 //! created by the real `TicketCreator` against the fake ServiceNow and Zendesk, so the ledger
 //! entries the events are matched against are the ones production writes.
 
-mod common;
+use crate::common;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -27,7 +27,7 @@ const ZENDESK_SECRET: &str = "zd-signing-secret-5b7e0c1a";
 /// are sent byte for byte.
 const ZENDESK_TEST_SECRET: &str = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ==";
 const SERVICENOW_SECRET: &str = "bridge-servicenow-test-secret";
-const VECTOR_1_BODY: &[u8] = include_bytes!("fixtures/zendesk/group_membership_created.json");
+const VECTOR_1_BODY: &[u8] = include_bytes!("../fixtures/zendesk/group_membership_created.json");
 const VECTOR_1_SIGNATURE: &str = "10IqYzYTLHRftNsNE+im0DeOM6/JactIRuy0XCHJ9B8=";
 const VECTOR_2_BODY: &str = r#"{"ticket_id":"35436","external_id":"qualtrics:SV_22VlHYNeldrrrkp:R_1l9mcVuXubb4aGm","status":"Solved","updated_at":"2021-03-25T05:09:20Z"}"#;
 const VECTOR_2_SIGNATURE: &str = "f/5UHBOoRDSK7Xx0fZ00XODkKwbS/o85k91eVfokiEM=";
