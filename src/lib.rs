@@ -7,6 +7,7 @@
 
 pub mod analytics;
 pub mod cli;
+pub mod clock;
 pub mod close_loop;
 pub mod config;
 pub mod deps;
@@ -23,6 +24,7 @@ pub mod poison;
 pub mod progress;
 pub mod pulse;
 pub mod qualtrics;
+pub mod redelivery;
 pub mod retry_after;
 pub mod secrets;
 pub mod startup;

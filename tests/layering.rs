@@ -24,6 +24,7 @@ const CAPABILITIES: &[&str] = &[
 const OPERATIONS: &[&str] = &["loop_setup", "poison", "progress", "subscriptions"];
 /// Shared clients and leaves every capability may use; they import no capability.
 const SHARED: &[&str] = &[
+    "clock",
     "deps",
     "env",
     "fault",
@@ -32,6 +33,7 @@ const SHARED: &[&str] = &[
     "json",
     "messages",
     "qualtrics",
+    "redelivery",
     "retry_after",
     "secrets",
     "storage",

@@ -25,16 +25,18 @@ use super::ledger::{
     self, Applied, EventStatus, FollowUpStatus, JsonEventRecord, LoopEntry, LoopLedger, Version,
     WriteBack,
 };
+use crate::clock::{age_secs, now_rfc3339};
 use crate::deps::Deps;
 use crate::env::SettingError;
 use crate::fault::CrashHook;
 use crate::host::{
     Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply, QueueTrigger, Trigger,
 };
-use crate::messages::{LoopRequest, Retry, TicketState};
+use crate::messages::{LoopRequest, TicketState};
 use crate::qualtrics::{CallBudget, Contact, EmailDistribution, QualtricsClient, QualtricsError};
+use crate::redelivery::{self, Redelivery, RetrySettings};
 use crate::secrets::SecretsProvider;
-use crate::telemetry::{InvocationSummary, Severity};
+use crate::telemetry::InvocationSummary;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -49,7 +51,6 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     trigger: Trigger::Queue,
     input: REQUEST,
 };
-const DEADLETTER: &str = "deadletter";
 /// The trigger queue and its poison twin (DESIGN's contract).
 pub const TRIGGER_QUEUE: &str = "loop-requests";
 pub const POISON_QUEUE: &str = "loop-requests-poison";
@@ -64,9 +65,7 @@ pub struct LoopService {
     ledger: Option<LoopLedger>,
     qualtrics: Option<Arc<QualtricsClient>>,
     secrets: Arc<SecretsProvider>,
-    queue: Option<azure_storage_queue::QueueClient>,
-    max_delay: Duration,
-    window: Duration,
+    redelivery: Redelivery,
     call_timeout: Duration,
     crash: CrashHook,
 }
@@ -75,8 +74,7 @@ impl std::fmt::Debug for LoopService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoopService")
             .field("surveys", &self.surveys.keys().collect::<Vec<_>>())
-            .field("max_delay", &self.max_delay)
-            .field("window", &self.window)
+            .field("redelivery", &self.redelivery)
             .field("call_timeout", &self.call_timeout)
             .finish_non_exhaustive()
     }
@@ -102,11 +100,6 @@ impl LoopService {
             "no blob endpoint: the loop ledger is unavailable",
         )
         .map(LoopLedger::new);
-        let queue = crate::storage::optional_client(
-            storage,
-            |s| s.queue(TRIGGER_QUEUE),
-            "no queue endpoint: failed loop requests cannot be re-enqueued, the host retries them",
-        );
         let secs = |name, default, range| {
             crate::env::number_in(lookup, name, default, range).map(Duration::from_secs)
         };
@@ -118,13 +111,17 @@ impl LoopService {
             ledger,
             qualtrics: deps.qualtrics.clone(),
             secrets: deps.secrets.clone(),
-            queue,
-            max_delay: secs(
-                "LOOP_RETRY_MAX_DELAY_SECONDS",
-                300,
-                1..=crate::storage::MAX_QUEUE_DELAY.as_secs(),
+            redelivery: Redelivery::build(
+                storage,
+                lookup,
+                &RetrySettings {
+                    queue: TRIGGER_QUEUE,
+                    max_delay: "LOOP_RETRY_MAX_DELAY_SECONDS",
+                    window: "LOOP_RETRY_WINDOW_SECONDS",
+                    window_default: Duration::from_secs(72 * 3600),
+                    window_max: Duration::from_secs(365 * 24 * 3600),
+                },
             )?,
-            window: secs("LOOP_RETRY_WINDOW_SECONDS", 72 * 3600, 1..=365 * 24 * 3600)?,
             call_timeout: secs("LOOP_CALL_TIMEOUT_SECONDS", 30, 1..=120)?,
             crash: CrashHook::from_settings(lookup),
         })
@@ -194,18 +191,6 @@ impl LoopService {
     }
 }
 
-fn now() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
-}
-
-fn age_secs(at: &str) -> i64 {
-    OffsetDateTime::parse(at, &Rfc3339)
-        .map(|t| (OffsetDateTime::now_utc() - t).whole_seconds())
-        .unwrap_or(i64::MAX)
-}
-
 fn state_name(s: TicketState) -> &'static str {
     match s {
         TicketState::Open => "open",
@@ -241,18 +226,20 @@ fn summary(
 
 /// The message goes to `loop-requests-poison` as `text`, with the reason in the log.
 fn dead_letter(text: &str, request: Option<&LoopRequest>, why: &str) -> InvocationReply {
-    let mut s = summary(request, "deadlettered", Some(why));
-    s.severity = Severity::Error;
-    let ids = request.map_or_else(String::new, |r| {
-        format!(
-            "{} {} ({}/{}): ",
-            r.system, r.ticket_id, r.survey_id, r.response_id
-        )
-    });
-    InvocationReply::new()
-        .queue(DEADLETTER, vec![text.to_owned()])
-        .log(format!("dead-lettered: {ids}{why}"))
-        .summary(s)
+    let ids = request.map_or_else(String::new, ids_of);
+    redelivery::dead_letter(
+        text.to_owned(),
+        &ids,
+        why,
+        summary(request, "deadlettered", Some(why)),
+    )
+}
+
+fn ids_of(r: &LoopRequest) -> String {
+    format!(
+        "{} {} ({}/{})",
+        r.system, r.ticket_id, r.survey_id, r.response_id
+    )
 }
 
 /// Why a delivery could not finish.
@@ -304,11 +291,7 @@ struct Work<'a> {
 
 impl Work<'_> {
     fn ids(&self) -> String {
-        let r = self.request;
-        format!(
-            "{} {} ({}/{})",
-            r.system, r.ticket_id, r.survey_id, r.response_id
-        )
+        ids_of(self.request)
     }
 
     fn budget(&self) -> CallBudget {
@@ -332,81 +315,36 @@ impl Work<'_> {
                 )))
             }
             Err(Failure::Permanent(why)) => Ok(self.poison(&why)),
-            Err(Failure::Transient(why)) if self.past_window() => {
-                let why = format!(
-                    "gave up: still failing after {} attempts over more than {}s (LOOP_RETRY_WINDOW_SECONDS): {why}",
-                    self.request.retry.as_ref().map_or(0, |r| r.attempt) + 1,
-                    self.svc.window.as_secs()
-                );
-                Ok(self.poison(&why))
-            }
-            Err(Failure::Transient(why)) => self.later(&why).await,
+            Err(Failure::Transient(why)) => match self.svc.redelivery.gave_up(self.request, &why) {
+                Some(reason) => Ok(self.poison(&reason)),
+                None => self.later(&why).await,
+            },
         }
     }
 
     /// Dead-letters the message as it first came (without our retry bookkeeping, so a poison
     /// replay starts a fresh window).
     fn poison(&self, why: &str) -> InvocationReply {
-        let text = match self.request.retry {
-            None => self.msg.text.clone(),
-            Some(_) => LoopRequest {
-                retry: None,
-                ..self.request.clone()
-            }
-            .to_text(),
-        };
-        dead_letter(&text, Some(self.request), why)
-    }
-
-    fn past_window(&self) -> bool {
-        self.request
-            .retry
-            .as_ref()
-            .is_some_and(|r| age_secs(&r.since) > self.svc.window.as_secs() as i64)
+        dead_letter(
+            &redelivery::as_first_came(&self.msg.text, self.request),
+            Some(self.request),
+            why,
+        )
     }
 
     /// Puts the request back, invisible for a backoff (at least Qualtrics' `Retry-After`).
     async fn later(&self, why: &str) -> Result<InvocationReply, InvocationError> {
-        let (retry, delay) = Retry::next(
-            self.request.retry.as_ref(),
-            now,
-            self.svc.max_delay,
-            self.qualtrics.throttled_for(),
-        );
-        let attempt = retry.attempt;
-        let text = LoopRequest {
-            retry: Some(retry),
-            ..self.request.clone()
-        }
-        .to_text();
-        tracing::warn!(attempt, delay_secs = delay.as_secs(), reason = %why, "transient failure: re-enqueueing");
-        let sent = match &self.svc.queue {
-            Some(q) => crate::storage::send_later(q, &text, delay)
-                .await
-                .map_err(|e| e.to_string()),
-            None => Err("the storage connection has no queue endpoint".into()),
-        };
-        match sent {
-            Ok(()) => {
-                let mut s = summary(Some(self.request), "retrying", Some(why));
-                s.severity = Severity::Warn;
-                Ok(InvocationReply::new()
-                    .log(format!(
-                        "{}: {why}; re-enqueued, back in {}s (attempt {})",
-                        self.ids(),
-                        delay.as_secs(),
-                        attempt + 1
-                    ))
-                    .summary(s))
-            }
-            Err(e) => Err(InvocationError::retry_from(
-                format!(
-                    "{}: {why}; cannot re-enqueue: the host retries the message",
-                    self.ids()
-                ),
-                e,
-            )),
-        }
+        let redelivery = &self.svc.redelivery;
+        let next = redelivery.next_try(self.request, self.qualtrics.throttled_for());
+        redelivery
+            .later(
+                self.request,
+                next,
+                &self.ids(),
+                why,
+                summary(Some(self.request), "retrying", Some(why)),
+            )
+            .await
     }
 
     fn fresh_entry(&self) -> LoopEntry {
@@ -425,13 +363,13 @@ impl Work<'_> {
             follow_up: Default::default(),
             json_events: Vec::new(),
             ignored: 0,
-            updated_at: now(),
+            updated_at: now_rfc3339(),
         }
     }
 
     /// Stores `entry` at `version`; `Stale` when another worker was first.
     async fn store(&self, entry: &mut LoopEntry, version: &mut Version) -> Result<Step, Failure> {
-        entry.updated_at = now();
+        entry.updated_at = now_rfc3339();
         match self.ledger.put(&self.blob, entry, version).await? {
             Some(etag) => {
                 *version = Some(etag);
@@ -608,7 +546,7 @@ impl Work<'_> {
             changed_at: applied.changed_at.clone(),
             sequence: applied.sequence,
             state: state.into(),
-            at: now(),
+            at: now_rfc3339(),
         });
         self.store(entry, version).await
     }
@@ -671,7 +609,7 @@ impl Work<'_> {
                 entry.follow_up.reason = Some(
                     "claimed by an earlier delivery that recorded no outcome (crash or lost answer): whether the survey went out is unknown, so it is not resent; check the distribution history".into(),
                 );
-                entry.follow_up.at = Some(now());
+                entry.follow_up.at = Some(now_rfc3339());
                 return self.store(entry, version).await;
             }
             FollowUpStatus::None | FollowUpStatus::Skipped => {}
@@ -688,7 +626,7 @@ impl Work<'_> {
         let decide = |entry: &mut LoopEntry, status, reason: Option<String>| {
             entry.follow_up.status = status;
             entry.follow_up.reason = reason;
-            entry.follow_up.at = Some(now());
+            entry.follow_up.at = Some(now_rfc3339());
             entry.follow_up.for_changed_at = Some(applied.changed_at.clone());
             entry.follow_up.for_sequence = applied.sequence;
         };
@@ -815,7 +753,7 @@ impl Work<'_> {
             entry.follow_up.status = status;
             entry.follow_up.distribution_id = emd.clone();
             entry.follow_up.reason = reason.clone();
-            entry.follow_up.at = Some(now());
+            entry.follow_up.at = Some(now_rfc3339());
             if let Step::Done = self.store(entry, version).await? {
                 return Ok(());
             }
@@ -921,7 +859,7 @@ impl Work<'_> {
         entry.json_events.push(JsonEventRecord {
             state: applied.state,
             status: EventStatus::Claimed,
-            at: now(),
+            at: now_rfc3339(),
             reason: None,
         });
         if let Step::Stale = self.store(entry, version).await? {
@@ -974,7 +912,7 @@ impl Work<'_> {
                 entry.json_events.push(JsonEventRecord {
                     state: applied.state,
                     status: s,
-                    at: now(),
+                    at: now_rfc3339(),
                     reason: None,
                 });
             }

@@ -21,6 +21,7 @@
 //! the entry as it was and stops the system's pass, so the next run queues it again (a
 //! duplicate at worst, which the loop ledger absorbs).
 
+use crate::clock::now_rfc3339;
 use crate::deps::Deps;
 use crate::env::SettingError;
 use crate::host::{Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply, Trigger};
@@ -40,8 +41,6 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 const TIMER: &str = "timer";
 pub const SPEC: FunctionSpec = FunctionSpec {
@@ -227,12 +226,6 @@ struct Decision {
     next: Next,
     /// Why nothing was queued when something unexpected was seen (logged).
     note: Option<&'static str>,
-}
-
-fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 /// The decision for `entry` of `system` given what the system returned for it (`None`: not

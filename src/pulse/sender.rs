@@ -26,17 +26,19 @@
 //! Every Qualtrics call is paced ([`crate::qualtrics::Pacer`], `PULSE_CALLS_PER_MINUTE`).
 
 use super::config::PulseRoute;
+use crate::clock::{age_secs, now_rfc3339};
 use crate::deps::Deps;
 use crate::env::SettingError;
 use crate::fault::CrashHook;
 use crate::host::{
     Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply, QueueTrigger, Trigger,
 };
-use crate::messages::{PulsePerson, PulseRequest, Retry};
+use crate::messages::{PulsePerson, PulseRequest};
 use crate::qualtrics::{
     BatchDistribution, CallBudget, Contact, Invitation, Pacer, QualtricsClient, QualtricsError,
     Transaction,
 };
+use crate::redelivery::{self, Redelivery, RetrySettings};
 use crate::secrets::{SecretName, SecretsProvider};
 use crate::storage::blob_state::{self, BlobError};
 use crate::telemetry::{InvocationSummary, Severity};
@@ -59,7 +61,6 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     trigger: Trigger::Queue,
     input: REQUEST,
 };
-const DEADLETTER: &str = "deadletter";
 pub const TRIGGER_QUEUE: &str = "pulse-requests";
 /// Test-only crash point between the distribution's claim and its POST.
 const CRASH_AFTER_CLAIM: &str = "pulse-after-claim";
@@ -89,9 +90,7 @@ pub struct PulseSenderService {
     container: Option<BlobContainerClient>,
     qualtrics: Option<Arc<QualtricsClient>>,
     secrets: Arc<SecretsProvider>,
-    queue: Option<azure_storage_queue::QueueClient>,
-    max_delay: Duration,
-    window: Duration,
+    redelivery: Redelivery,
     call_timeout: Duration,
     pacer: Arc<Pacer>,
     crash: CrashHook,
@@ -101,7 +100,7 @@ impl std::fmt::Debug for PulseSenderService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PulseSenderService")
             .field("pulses", &self.pulses.len())
-            .field("window", &self.window)
+            .field("redelivery", &self.redelivery)
             .finish_non_exhaustive()
     }
 }
@@ -135,7 +134,7 @@ impl Step {
     fn new(status: StepStatus, id: Option<String>, reason: Option<String>) -> Self {
         Self {
             status,
-            at: now(),
+            at: now_rfc3339(),
             id,
             reason,
         }
@@ -296,18 +295,6 @@ fn classify<T>(r: Result<T, QualtricsError>) -> Sent<T> {
     }
 }
 
-fn now() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
-}
-
-fn age_secs(at: &str) -> i64 {
-    OffsetDateTime::parse(at, &Rfc3339)
-        .map(|t| (OffsetDateTime::now_utc() - t).whole_seconds())
-        .unwrap_or(i64::MAX)
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -382,11 +369,6 @@ impl PulseSenderService {
             |s| s.blob_container(deps.state_container.as_str()),
             "no blob endpoint: the pulse ledger is unavailable",
         );
-        let queue = crate::storage::optional_client(
-            storage,
-            |s| s.queue(TRIGGER_QUEUE),
-            "no queue endpoint: failed pulse requests cannot be re-enqueued, the host retries them",
-        );
         let secs = |name, default, range| {
             crate::env::number_in(lookup, name, default, range).map(Duration::from_secs)
         };
@@ -398,13 +380,17 @@ impl PulseSenderService {
             container,
             qualtrics: deps.qualtrics.clone(),
             secrets: deps.secrets.clone(),
-            queue,
-            max_delay: secs(
-                "PULSE_RETRY_MAX_DELAY_SECONDS",
-                300,
-                1..=crate::storage::MAX_QUEUE_DELAY.as_secs(),
+            redelivery: Redelivery::build(
+                storage,
+                lookup,
+                &RetrySettings {
+                    queue: TRIGGER_QUEUE,
+                    max_delay: "PULSE_RETRY_MAX_DELAY_SECONDS",
+                    window: "PULSE_RETRY_WINDOW_SECONDS",
+                    window_default: Duration::from_secs(24 * 3600),
+                    window_max: Duration::from_secs(7 * 24 * 3600),
+                },
             )?,
-            window: secs("PULSE_RETRY_WINDOW_SECONDS", 24 * 3600, 1..=7 * 24 * 3600)?,
             call_timeout: secs("PULSE_CALL_TIMEOUT_SECONDS", 30, 1..=120)?,
             // A burst of a tenth of a second's calls: a full second's worth, on top of a
             // steady rate at the limit, would keep Qualtrics' bucket full.
@@ -475,15 +461,15 @@ fn summary(
 
 /// The message goes to `pulse-requests-poison` as `text`, with the reason in the log.
 fn dead_letter(text: &str, request: Option<&PulseRequest>, why: &str) -> InvocationReply {
-    let mut s = summary(request, "deadlettered", Some(why));
-    s.severity = Severity::Error;
-    let id = request.map_or_else(String::new, |r| {
-        format!("event {} ({}): ", r.event.event_id, r.event.event_type)
+    let ids = request.map_or_else(String::new, |r| {
+        format!("event {} ({})", r.event.event_id, r.event.event_type)
     });
-    InvocationReply::new()
-        .queue(DEADLETTER, vec![text.to_owned()])
-        .log(format!("dead-lettered: {id}{why}"))
-        .summary(s)
+    redelivery::dead_letter(
+        text.to_owned(),
+        &ids,
+        why,
+        summary(request, "deadlettered", Some(why)),
+    )
 }
 
 /// How a part's run ended without a failure.
@@ -581,49 +567,31 @@ impl Work<'_> {
             }
             Ok(Outcome::Paused) => self.resume_soon(&counts).await,
             Err(Failure::Permanent(why)) => Ok(self.poison(&why)),
-            Err(Failure::Transient(why)) if self.past_window() => {
-                let why = format!(
-                    "gave up: still failing after more than {}s (PULSE_RETRY_WINDOW_SECONDS): {why}",
-                    self.svc.window.as_secs()
-                );
-                Ok(self.poison(&why))
-            }
-            Err(Failure::Transient(why)) => self.later(&format!("{why} ({counts})")).await,
+            Err(Failure::Transient(why)) => match self.svc.redelivery.gave_up(self.request, &why) {
+                Some(reason) => Ok(self.poison(&reason)),
+                None => self.later(&format!("{why} ({counts})")).await,
+            },
         }
     }
 
+    /// Dead-letters the message as it first came (a poison replay starts a fresh window).
     fn poison(&self, why: &str) -> InvocationReply {
-        let text = match self.request.retry {
-            None => self.msg.text.clone(),
-            Some(_) => PulseRequest {
-                retry: None,
-                ..self.request.clone()
-            }
-            .to_text(),
-        };
-        dead_letter(&text, Some(self.request), why)
-    }
-
-    fn past_window(&self) -> bool {
-        self.request
-            .retry
-            .as_ref()
-            .is_some_and(|r| age_secs(&r.since) > self.svc.window.as_secs() as i64)
-    }
-
-    async fn enqueue(&self, text: &str, delay: Duration) -> Result<(), String> {
-        match &self.svc.queue {
-            Some(q) => crate::storage::send_later(q, text, delay)
-                .await
-                .map_err(|e| e.to_string()),
-            None => Err("the storage connection has no queue endpoint".into()),
-        }
+        dead_letter(
+            &redelivery::as_first_came(&self.msg.text, self.request),
+            Some(self.request),
+            why,
+        )
     }
 
     /// Out of time, not failing: the same request back at once; the person marks hold the
     /// progress.
     async fn resume_soon(&self, counts: &str) -> Result<InvocationReply, InvocationError> {
-        match self.enqueue(&self.msg.text, Duration::ZERO).await {
+        match self
+            .svc
+            .redelivery
+            .send(&self.msg.text, Duration::ZERO)
+            .await
+        {
             Ok(()) => Ok(InvocationReply::new()
                 .log(format!(
                     "{}: {counts} so far; continues in a new run",
@@ -639,36 +607,17 @@ impl Work<'_> {
 
     /// Puts the request back, invisible for a backoff (at least Qualtrics' `Retry-After`).
     async fn later(&self, why: &str) -> Result<InvocationReply, InvocationError> {
-        let (retry, delay) = Retry::next(
-            self.request.retry.as_ref(),
-            now,
-            self.svc.max_delay,
-            self.qualtrics.throttled_for(),
-        );
-        let attempt = retry.attempt;
-        let text = PulseRequest {
-            retry: Some(retry),
-            ..self.request.clone()
-        }
-        .to_text();
-        match self.enqueue(&text, delay).await {
-            Ok(()) => {
-                let mut s = summary(Some(self.request), "retrying", Some(why));
-                s.severity = Severity::Warn;
-                Ok(InvocationReply::new()
-                    .log(format!(
-                        "{}: {why}; re-enqueued, back in {}s (attempt {})",
-                        self.ids(),
-                        delay.as_secs(),
-                        attempt + 1
-                    ))
-                    .summary(s))
-            }
-            Err(e) => Err(InvocationError::retry_from(
-                format!("{}: {why}; cannot re-enqueue", self.ids()),
-                e,
-            )),
-        }
+        let redelivery = &self.svc.redelivery;
+        let next = redelivery.next_try(self.request, self.qualtrics.throttled_for());
+        redelivery
+            .later(
+                self.request,
+                next,
+                &self.ids(),
+                why,
+                summary(Some(self.request), "retrying", Some(why)),
+            )
+            .await
     }
 
     async fn entry(&self) -> Result<(PulseEntry, Option<Etag>), Failure> {
@@ -684,7 +633,7 @@ impl Work<'_> {
                     parts: BTreeMap::new(),
                     batch: None,
                     distribution: None,
-                    updated_at: now(),
+                    updated_at: now_rfc3339(),
                 },
                 None,
             ),
@@ -704,7 +653,7 @@ impl Work<'_> {
             if entry == before && version.is_some() {
                 return Ok((out, entry));
             }
-            entry.updated_at = now();
+            entry.updated_at = now_rfc3339();
             if write_json(self.container, &self.ledger, &entry, version.as_ref())
                 .await?
                 .is_some()
@@ -758,7 +707,7 @@ impl Work<'_> {
                 ));
             }
             let record = PartRecord {
-                at: now(),
+                at: now_rfc3339(),
                 counts: self.counts.clone(),
             };
             let part = self.part;
@@ -853,7 +802,7 @@ impl Work<'_> {
             .map(|cand| {
                 let m = CoolDown {
                     event: ours.clone(),
-                    at: now(),
+                    at: now_rfc3339(),
                     state: MarkState::Claimed,
                     transaction: cand.transaction.clone(),
                 };
@@ -912,7 +861,7 @@ impl Work<'_> {
         for _ in 0..MAX_ROUNDS {
             let m = CoolDown {
                 event: self.ledger.clone(),
-                at: now(),
+                at: now_rfc3339(),
                 state,
                 transaction: cand.transaction.clone(),
             };
@@ -1077,7 +1026,7 @@ impl Work<'_> {
                         &self.budget(),
                         directory,
                         ids,
-                        &now(),
+                        &now_rfc3339(),
                     )
                     .await;
                 let (step, out) = match classify(r) {

@@ -83,12 +83,6 @@ pub struct Entry {
     pub updated_at: String,
 }
 
-pub fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("ticket ledger {blob}: {reason}")]
 pub struct LedgerError {

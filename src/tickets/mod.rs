@@ -30,26 +30,26 @@ pub mod rules;
 pub mod servicenow;
 pub mod zendesk;
 
+use crate::clock::now_rfc3339;
 use crate::deps::Deps;
 use crate::host::{
     Envelope, FunctionSpec, Invocation, InvocationError, InvocationReply, QueueTrigger, Trigger,
 };
-use crate::messages::{RequestSource, Retry, TicketRequest};
+use crate::messages::{RequestSource, TicketRequest};
 use crate::qualtrics::QualtricsClient;
+use crate::redelivery::{self, NextTry, Redelivery, RetrySettings};
 use crate::secrets::SecretsProvider;
 use crate::storage::blob_state::BlobError;
-use crate::telemetry::{InvocationSummary, Severity};
+use crate::telemetry::InvocationSummary;
 pub use config::{TicketRoute, TicketSystem, TicketingLimits};
 use http::CallError;
-use ledger::{now_rfc3339, Claim, Entry, Ledger, State, TicketRef};
+use ledger::{Claim, Entry, Ledger, State, TicketRef};
 use mapping::Mapping;
 use rules::ResponseView;
 use servicenow::ServiceNow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 use zendesk::Zendesk;
 
 const REQUEST: &str = "request";
@@ -58,7 +58,6 @@ pub const SPEC: FunctionSpec = FunctionSpec {
     trigger: Trigger::Queue,
     input: REQUEST,
 };
-const DEADLETTER: &str = "deadletter";
 
 /// Everything ticket creation needs, built at start-up.
 #[derive(Debug)]
@@ -70,7 +69,9 @@ pub struct TicketService {
     /// The open-ticket index `TicketSync` reads (same container as the ledger).
     open: Option<open::OpenIndex>,
     limits: TicketingLimits,
-    retrying: Retrying,
+    redelivery: Redelivery,
+    /// The ledger lease: a crashed worker's claim is taken over within this time.
+    lease_secs: u64,
     secrets: Arc<SecretsProvider>,
     qualtrics: Option<Arc<QualtricsClient>>,
 }
@@ -88,68 +89,14 @@ pub enum TicketBuildError {
     Settings(String),
 }
 
-/// How a request comes back after a transient failure (docs/tickets.md, docs/settings.md).
-struct Retrying {
-    /// `ticket-requests` through the handler's own storage client.
-    queue: Option<azure_storage_queue::QueueClient>,
-    /// The ledger lease: a crashed worker's claim is taken over within this time.
-    lease_secs: u64,
-    /// The backoff's ceiling (a longer `Retry-After` is still followed).
-    max_delay: Duration,
-    /// A request failing transiently for longer than this is dead-lettered.
-    window: Duration,
-}
-
-impl Default for Retrying {
-    fn default() -> Self {
-        Self {
-            queue: None,
-            lease_secs: 30,
-            max_delay: Duration::from_secs(300),
-            window: Duration::from_secs(72 * 3600),
-        }
-    }
-}
-
-impl std::fmt::Debug for Retrying {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Retrying")
-            .field("queue", &self.queue.as_ref().map(|q| q.url().as_str()))
-            .field("lease_secs", &self.lease_secs)
-            .field("max_delay", &self.max_delay)
-            .field("window", &self.window)
-            .finish()
-    }
-}
-
-impl Retrying {
-    fn build(deps: &Deps) -> Result<Self, TicketBuildError> {
-        let storage = deps.storage.as_ref();
-        let lookup = deps.lookup();
-        let d = Self::default();
-        let queue = crate::storage::optional_client(
-            storage,
-            |s| s.queue(crate::poison::TRIGGER_QUEUE),
-            "no queue endpoint: failed ticket requests cannot be re-enqueued, the host retries them",
-        );
-        Ok(Self {
-            queue,
-            lease_secs: secs_setting(lookup, "TICKET_LEASE_SECONDS", d.lease_secs, 15..=60)?,
-            max_delay: Duration::from_secs(secs_setting(
-                lookup,
-                "TICKET_RETRY_MAX_DELAY_SECONDS",
-                d.max_delay.as_secs(),
-                1..=crate::storage::MAX_QUEUE_DELAY.as_secs(),
-            )?),
-            window: Duration::from_secs(secs_setting(
-                lookup,
-                "TICKET_RETRY_WINDOW_SECONDS",
-                d.window.as_secs(),
-                1..=365 * 24 * 3600,
-            )?),
-        })
-    }
-}
+/// The retry settings of `ticket-requests` (docs/tickets.md, docs/settings.md).
+const RETRIES: RetrySettings = RetrySettings {
+    queue: crate::poison::TRIGGER_QUEUE,
+    max_delay: "TICKET_RETRY_MAX_DELAY_SECONDS",
+    window: "TICKET_RETRY_WINDOW_SECONDS",
+    window_default: Duration::from_secs(72 * 3600),
+    window_max: Duration::from_secs(365 * 24 * 3600),
+};
 
 /// A whole number of seconds from setting `name`, within `range` ([`crate::env::number_in`]).
 fn secs_setting(
@@ -212,7 +159,9 @@ impl TicketService {
             ledger,
             open,
             limits,
-            retrying: Retrying::build(deps)?,
+            redelivery: Redelivery::build(deps.storage.as_ref(), deps.lookup(), &RETRIES)
+                .map_err(|e| TicketBuildError::Settings(e.to_string()))?,
+            lease_secs: secs_setting(deps.lookup(), "TICKET_LEASE_SECONDS", 30, 15..=60)?,
             secrets: deps.secrets.clone(),
             qualtrics: deps.qualtrics.clone(),
         })
@@ -244,15 +193,13 @@ impl TicketService {
             Err(why) => {
                 let why = why.to_string();
                 self.record_invalid(inv, &msg, &why).await;
-                return Ok(InvocationReply::new()
-                    .queue(DEADLETTER, vec![msg.text])
-                    .log(format!("dead-lettered: {why}"))
-                    .summary(InvocationSummary {
-                        outcome: Some("deadlettered"),
-                        reason: Some(format!("invalid ticket request: {why}")),
-                        severity: Severity::Error,
-                        ..Default::default()
-                    }));
+                let why = format!("invalid ticket request: {why}");
+                let summary = InvocationSummary {
+                    outcome: Some("deadlettered"),
+                    reason: Some(why.clone()),
+                    ..Default::default()
+                };
+                return Ok(redelivery::dead_letter(msg.text, "", &why, summary));
             }
         };
         let svc = self;
@@ -428,7 +375,7 @@ impl Attempt<'_> {
     async fn claim(&self) -> Result<Claimed, ledger::LedgerError> {
         let started = Instant::now();
         let busy_limit = Duration::from_secs(self.svc.limits.busy_wait_secs);
-        let lease_secs = self.svc.retrying.lease_secs as i32;
+        let lease_secs = self.svc.lease_secs as i32;
         loop {
             let found = self.ledger.get(&self.blob).await?;
             // A final entry needs no lease to be read: final states never change.
@@ -500,7 +447,7 @@ impl Attempt<'_> {
     /// work is dropped) only when the lease is lost or cannot be confirmed before it lapses,
     /// so a worker never goes on calling the ticket system without a live claim.
     async fn keep(&self, lease: &str) -> String {
-        let duration = Duration::from_secs(self.svc.retrying.lease_secs);
+        let duration = Duration::from_secs(self.svc.lease_secs);
         let every = duration / 3;
         let mut renewed = Instant::now();
         loop {
@@ -518,93 +465,37 @@ impl Attempt<'_> {
 
     /// The request's next attempt, and how long it stays invisible: the target system's
     /// `Retry-After` when it gave one, else exponential backoff with jitter.
-    fn next_try(&self) -> (Retry, Duration) {
+    fn next_try(&self) -> NextTry {
         let throttled = match self.mapping.system {
             TicketSystem::Servicenow => self.svc.servicenow.as_ref().map(|s| &s.http),
             TicketSystem::Zendesk => self.svc.zendesk.as_ref().map(|z| &z.http),
         }
         .map_or(Duration::ZERO, |h| h.throttled_for());
-        Retry::next(
-            self.request.retry.as_ref(),
-            now_rfc3339,
-            self.svc.retrying.max_delay,
-            throttled,
-        )
+        self.svc.redelivery.next_try(self.request, throttled)
     }
 
-    /// Whether the request has been failing transiently for longer than the retry window.
-    fn past_window(&self) -> bool {
-        let Some(retry) = &self.request.retry else {
-            return false;
-        };
-        let Ok(since) = OffsetDateTime::parse(&retry.since, &Rfc3339) else {
-            // Only this handler writes `since`; an unreadable one cannot be judged: end it.
-            return true;
-        };
-        (OffsetDateTime::now_utc() - since).whole_seconds()
-            > self.svc.retrying.window.as_secs() as i64
+    /// Puts the request back on the trigger queue as `next` says ([`Redelivery::later`]).
+    async fn later(&self, why: &str, next: NextTry) -> Result<InvocationReply, InvocationError> {
+        self.svc
+            .redelivery
+            .later(
+                self.request,
+                next,
+                &self.ids(),
+                why,
+                summary_of(self.request, "retrying", Some(why)),
+            )
+            .await
     }
 
-    /// Puts the request back on the trigger queue, invisible for `delay`, and completes the
-    /// invocation; only when that fails does the invocation fail (the host retries it).
-    async fn later(
-        &self,
-        why: &str,
-        next: Retry,
-        delay: Duration,
-    ) -> Result<InvocationReply, InvocationError> {
-        let ids = self.ids();
-        let attempt = next.attempt;
-        let text = TicketRequest {
-            retry: Some(next),
-            ..self.request.clone()
-        }
-        .to_text();
-        let sent = match &self.svc.retrying.queue {
-            Some(q) => crate::storage::send_later(q, &text, delay)
-                .await
-                .map_err(|e| e.to_string()),
-            None => Err("the storage connection has no queue endpoint".into()),
-        };
-        match sent {
-            Ok(()) => {
-                let mut summary = summary_of(self.request, "retrying", Some(why));
-                summary.severity = Severity::Warn;
-                Ok(InvocationReply::new()
-                    .log(format!(
-                        "{ids}: {why}; re-enqueued, back in {}s (attempt {})",
-                        delay.as_secs(),
-                        attempt + 1
-                    ))
-                    .summary(summary))
-            }
-            Err(e) => Err(InvocationError::retry_from(
-                format!("{ids}: {why}; cannot re-enqueue: the host retries the message"),
-                e,
-            )),
-        }
-    }
-
-    /// The text dead-lettered: the message as it came, without our retry bookkeeping (so a
-    /// poison replay starts a fresh retry window).
-    fn original_text(&self) -> String {
-        match self.request.retry {
-            None => self.msg.text.clone(),
-            Some(_) => TicketRequest {
-                retry: None,
-                ..self.request.clone()
-            }
-            .to_text(),
-        }
-    }
-
+    /// Dead-letters the message as it first came (a poison replay starts a fresh window).
     fn dead_letter(&self, why: &str) -> InvocationReply {
-        let mut summary = summary_of(self.request, "deadlettered", Some(why));
-        summary.severity = Severity::Error;
-        InvocationReply::new()
-            .queue(DEADLETTER, vec![self.original_text()])
-            .log(format!("dead-lettered: {}: {why}", self.ids()))
-            .summary(summary)
+        redelivery::dead_letter(
+            redelivery::as_first_came(&self.msg.text, self.request),
+            &self.ids(),
+            why,
+            summary_of(self.request, "deadlettered", Some(why)),
+        )
     }
 
     async fn run(self) -> Result<InvocationReply, InvocationError> {
@@ -616,18 +507,24 @@ impl Attempt<'_> {
             }) => (etag, attempts, lease),
             Ok(Claimed::Done(reply)) => return Ok(reply),
             Ok(Claimed::Busy(why)) => {
-                let (next, delay) = self.next_try();
-                return self.later(&why, next, delay).await;
+                return self.later(&why, self.next_try()).await;
             }
             Err(e) => {
-                let (next, delay) = self.next_try();
-                return self.later(&e.to_string(), next, delay).await;
+                return self.later(&e.to_string(), self.next_try()).await;
             }
         };
         let result = tokio::select! {
             r = self.work() => r,
             why = self.keep(&lease) => Err(CallError::Transient(why)),
         };
+        // Failing for longer than the retry window: given up on, as a permanent failure.
+        let result = result.map_err(|e| match e {
+            CallError::Transient(why) => match self.svc.redelivery.gave_up(self.request, &why) {
+                Some(reason) => CallError::Permanent(reason),
+                None => CallError::Transient(why),
+            },
+            e => e,
+        });
         let mut entry = self.entry(State::Claimed, attempts);
         let ids = self.ids();
         let mut retry = None;
@@ -658,27 +555,16 @@ impl Attempt<'_> {
                     .log(format!("{ids}: skipped: {why}"))
                     .summary(summary_of(self.request, "skipped", Some(&why)))
             }
-            Err(CallError::Transient(why)) if self.past_window() => {
-                let why = format!(
-                    "gave up: still failing after {} attempts over more than {}s (TICKET_RETRY_WINDOW_SECONDS): {why}",
-                    self.request.retry.as_ref().map_or(0, |r| r.attempt) + 1,
-                    self.svc.retrying.window.as_secs()
-                );
-                entry.state = State::Failed;
-                entry.reason = Some(why.clone());
-                self.dead_letter(&why)
-            }
             Err(CallError::Transient(why)) => {
-                let (next, delay) = self.next_try();
-                tracing::warn!(survey_id = %self.request.survey_id, response_id = %self.request.response_id, attempt = next.attempt, delay_secs = delay.as_secs(), reason = %why, "transient failure: re-enqueueing");
+                let next = self.next_try();
                 entry.state = State::Failed;
                 entry.retryable = true;
                 entry.reason = Some(format!(
                     "transient (attempt {}): {why}; next try in {}s",
-                    next.attempt,
-                    delay.as_secs()
+                    next.retry.attempt,
+                    next.delay.as_secs()
                 ));
-                retry = Some((why, next, delay));
+                retry = Some((why, next));
                 InvocationReply::new()
             }
             Err(CallError::Permanent(why) | CallError::Auth(why)) => {
@@ -701,15 +587,14 @@ impl Attempt<'_> {
             }
             Err(e) if retry.is_none() && entry.state != State::Failed => {
                 // The next attempt finds the ticket by lookup and records it.
-                let (next, delay) = self.next_try();
                 return self
-                    .later(&format!("outcome not recorded: {e}"), next, delay)
+                    .later(&format!("outcome not recorded: {e}"), self.next_try())
                     .await;
             }
             Err(e) => tracing::warn!(error = %e, "cannot record the outcome in the ledger"),
         }
         match retry {
-            Some((why, next, delay)) => self.later(&why, next, delay).await,
+            Some((why, next)) => self.later(&why, next).await,
             None => Ok(reply),
         }
     }
