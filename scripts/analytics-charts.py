@@ -87,6 +87,10 @@ def figures(con):
     return {"nps": nps, "volume": volume, "detractor_tickets": tickets, "surveys": surveys}
 
 
+# Fewer answers than this in a week: its NPS is drawn hollow, with its count.
+SMALL_WEEK = 30
+
+
 def draw(fig_data, out):
     import matplotlib
 
@@ -98,6 +102,14 @@ def draw(fig_data, out):
 
     fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
     ax.plot(weeks, [r["nps"] for r in fig_data["nps"]], marker="o", color="#1f77b4")
+    # A week with few answers swings NPS to ±100 (the sandbox's live responses, a partial
+    # week): hollow points labelled with their count, so nobody reads a trend into them.
+    for r in fig_data["nps"]:
+        if r["responses"] < SMALL_WEEK:
+            ax.plot([r["week"]], [r["nps"]], marker="o", color="white",
+                    markeredgecolor="#1f77b4", zorder=3)
+            ax.annotate(f"n={r['responses']}", (r["week"], r["nps"]), textcoords="offset points",
+                        xytext=(0, 8), ha="center", fontsize=8)
     ax.axhline(0, color="#999999", linewidth=0.8)
     ax.set_title("NPS per week")
     ax.set_ylabel("NPS")
