@@ -216,12 +216,8 @@ impl QualtricsClient {
         budget: &CallBudget,
         distribution: &EmailDistribution,
     ) -> Result<String, QualtricsError> {
-        const OP: &str = "create distribution";
-        let body = encode(OP, &distribution.body())?;
-        let result = self
-            .post_once(OP, secrets, budget, "distributions", body)
-            .await?;
-        id_of(OP, &result.unwrap_or_default(), "id", "EMD_")
+        self.post_distribution(secrets, budget, &distribution.body())
+            .await
     }
 
     /// `POST /distributions` to a transaction batch; returns `EMD_…`. Never resent, like
@@ -232,8 +228,19 @@ impl QualtricsClient {
         budget: &CallBudget,
         distribution: &BatchDistribution,
     ) -> Result<String, QualtricsError> {
+        self.post_distribution(secrets, budget, &distribution.body())
+            .await
+    }
+
+    /// The one `POST /distributions` both kinds make, sent once.
+    async fn post_distribution(
+        &self,
+        secrets: &SecretsProvider,
+        budget: &CallBudget,
+        body: &Value,
+    ) -> Result<String, QualtricsError> {
         const OP: &str = "create distribution";
-        let body = encode(OP, &distribution.body())?;
+        let body = encode(OP, body)?;
         let result = self
             .post_once(OP, secrets, budget, "distributions", body)
             .await?;
